@@ -1,0 +1,507 @@
+//! The wire contract: request and response bodies, input limits, and the problem codes of SPEC §5.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::asset::SystemWallets;
+use crate::ledger::DomainError;
+use crate::money::WireDecimal;
+use crate::transfer::TransferId;
+use crate::wallet::WalletId;
+
+/// Characters of an idempotency key at most (visible ASCII only).
+pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+/// Characters of a transfer reference at most.
+pub const REFERENCE_LENGTH_MAX: usize = 128;
+/// Characters of a freeze, close or reversal reason at most.
+pub const REASON_LENGTH_MAX: usize = 512;
+/// Bytes of a command's `metadata` object at most, as compact JSON.
+pub const METADATA_BYTES_MAX: usize = 4096;
+/// Nesting of a `metadata` object at most (the object itself is depth 1).
+pub const METADATA_DEPTH_MAX: usize = 8;
+
+/// Every stable problem code of the HTTP API, with its status and title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemCode {
+    MalformedJson,
+    IdempotencyKeyMissing,
+    IdempotencyKeyInvalid,
+    Unauthenticated,
+    Forbidden,
+    AssetNotFound,
+    WalletNotFound,
+    TransferNotFound,
+    NotFound,
+    MethodNotAllowed,
+    AssetExists,
+    WalletExists,
+    IdempotencyKeyInFlight,
+    ConcurrencyConflict,
+    VersionMismatch,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    InvalidAmount,
+    AssetMismatch,
+    SameWallet,
+    InsufficientFunds,
+    WalletFrozen,
+    WalletClosed,
+    WalletNotEmpty,
+    ReversalExceedsTransfer,
+    IdempotencyKeyReused,
+    RateLimited,
+    Internal,
+    Unavailable,
+    Overloaded,
+    Timeout,
+    ProjectionBehind,
+}
+
+impl ProblemCode {
+    pub const ALL: [ProblemCode; 33] = [
+        ProblemCode::MalformedJson,
+        ProblemCode::IdempotencyKeyMissing,
+        ProblemCode::IdempotencyKeyInvalid,
+        ProblemCode::Unauthenticated,
+        ProblemCode::Forbidden,
+        ProblemCode::AssetNotFound,
+        ProblemCode::WalletNotFound,
+        ProblemCode::TransferNotFound,
+        ProblemCode::NotFound,
+        ProblemCode::MethodNotAllowed,
+        ProblemCode::AssetExists,
+        ProblemCode::WalletExists,
+        ProblemCode::IdempotencyKeyInFlight,
+        ProblemCode::ConcurrencyConflict,
+        ProblemCode::VersionMismatch,
+        ProblemCode::PayloadTooLarge,
+        ProblemCode::UnsupportedMediaType,
+        ProblemCode::ValidationFailed,
+        ProblemCode::InvalidAmount,
+        ProblemCode::AssetMismatch,
+        ProblemCode::SameWallet,
+        ProblemCode::InsufficientFunds,
+        ProblemCode::WalletFrozen,
+        ProblemCode::WalletClosed,
+        ProblemCode::WalletNotEmpty,
+        ProblemCode::ReversalExceedsTransfer,
+        ProblemCode::IdempotencyKeyReused,
+        ProblemCode::RateLimited,
+        ProblemCode::Internal,
+        ProblemCode::Unavailable,
+        ProblemCode::Overloaded,
+        ProblemCode::Timeout,
+        ProblemCode::ProjectionBehind,
+    ];
+
+    /// `(status, code, title)`: the single place where a problem meets its HTTP status.
+    pub fn describe(self) -> (u16, &'static str, &'static str) {
+        match self {
+            ProblemCode::MalformedJson => (400, "malformed_json", "Malformed JSON"),
+            ProblemCode::IdempotencyKeyMissing => (400, "idempotency_key_missing", "Idempotency-Key header missing"),
+            ProblemCode::IdempotencyKeyInvalid => (400, "idempotency_key_invalid", "Idempotency-Key header invalid"),
+            ProblemCode::Unauthenticated => (401, "unauthenticated", "Unauthenticated"),
+            ProblemCode::Forbidden => (403, "forbidden", "Forbidden"),
+            ProblemCode::AssetNotFound => (404, "asset_not_found", "Asset not found"),
+            ProblemCode::WalletNotFound => (404, "wallet_not_found", "Wallet not found"),
+            ProblemCode::TransferNotFound => (404, "transfer_not_found", "Transfer not found"),
+            ProblemCode::NotFound => (404, "not_found", "Not found"),
+            ProblemCode::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed"),
+            ProblemCode::AssetExists => (409, "asset_exists", "Asset exists"),
+            ProblemCode::WalletExists => (409, "wallet_exists", "Wallet exists"),
+            ProblemCode::IdempotencyKeyInFlight => (409, "idempotency_key_in_flight", "Idempotency key in flight"),
+            ProblemCode::ConcurrencyConflict => (409, "concurrency_conflict", "Concurrency conflict"),
+            ProblemCode::VersionMismatch => (412, "version_mismatch", "Version mismatch"),
+            ProblemCode::PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
+            ProblemCode::UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
+            ProblemCode::ValidationFailed => (422, "validation_failed", "Validation failed"),
+            ProblemCode::InvalidAmount => (422, "invalid_amount", "Invalid amount"),
+            ProblemCode::AssetMismatch => (422, "asset_mismatch", "Asset mismatch"),
+            ProblemCode::SameWallet => (422, "same_wallet", "Same wallet"),
+            ProblemCode::InsufficientFunds => (422, "insufficient_funds", "Insufficient funds"),
+            ProblemCode::WalletFrozen => (422, "wallet_frozen", "Wallet frozen"),
+            ProblemCode::WalletClosed => (422, "wallet_closed", "Wallet closed"),
+            ProblemCode::WalletNotEmpty => (422, "wallet_not_empty", "Wallet not empty"),
+            ProblemCode::ReversalExceedsTransfer => (422, "reversal_exceeds_transfer", "Reversal exceeds transfer"),
+            ProblemCode::IdempotencyKeyReused => (422, "idempotency_key_reused", "Idempotency key reused"),
+            ProblemCode::RateLimited => (429, "rate_limited", "Rate limited"),
+            ProblemCode::Internal => (500, "internal", "Internal error"),
+            ProblemCode::Unavailable => (503, "unavailable", "Service unavailable"),
+            ProblemCode::Overloaded => (503, "overloaded", "Service overloaded"),
+            ProblemCode::Timeout => (503, "timeout", "Request timed out"),
+            ProblemCode::ProjectionBehind => (503, "projection_behind", "Projection behind"),
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        self.describe().0
+    }
+
+    pub fn code(self) -> &'static str {
+        self.describe().1
+    }
+}
+
+/// An RFC 9457 problem document with Tally's stable `code` and any extra members (`available`, `wallet_id`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Problem {
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Problem {
+        let (status, code_text, title) = code.describe();
+        Problem {
+            problem_type: format!("/problems/{}", code_text.replace('_', "-")),
+            title: title.to_owned(),
+            status,
+            code: code_text.to_owned(),
+            detail: Some(detail.into()),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    pub fn with(mut self, member: &str, value: impl Serialize) -> Problem {
+        self.extra.insert(member.to_owned(), serde_json::to_value(value).expect("problem members serialize"));
+        self
+    }
+}
+
+impl From<&DomainError> for Problem {
+    fn from(error: &DomainError) -> Problem {
+        let detail = error.to_string();
+        match error {
+            DomainError::Validation { field, .. } => Problem::new(ProblemCode::ValidationFailed, detail).with("field", field),
+            DomainError::InvalidAmount { field, .. } => Problem::new(ProblemCode::InvalidAmount, detail).with("field", field),
+            DomainError::AmountOutOfRange => Problem::new(ProblemCode::InvalidAmount, detail),
+            DomainError::AssetNotFound { code } => Problem::new(ProblemCode::AssetNotFound, detail).with("asset", code),
+            DomainError::WalletNotFound { wallet_id } => match wallet_id {
+                Some(id) => Problem::new(ProblemCode::WalletNotFound, format!("wallet {id} not found")).with("wallet_id", id),
+                None => Problem::new(ProblemCode::WalletNotFound, detail),
+            },
+            DomainError::TransferNotFound { transfer_id } => match transfer_id {
+                Some(id) => Problem::new(ProblemCode::TransferNotFound, format!("transfer {id} not found")).with("transfer_id", id),
+                None => Problem::new(ProblemCode::TransferNotFound, detail),
+            },
+            DomainError::AssetExists { code } => Problem::new(ProblemCode::AssetExists, detail).with("asset", code),
+            DomainError::WalletExists { wallet_id } => Problem::new(ProblemCode::WalletExists, detail).with("wallet_id", wallet_id),
+            DomainError::AssetMismatch { from_asset, to_asset } => {
+                Problem::new(ProblemCode::AssetMismatch, detail).with("from_asset", from_asset).with("to_asset", to_asset)
+            }
+            DomainError::SameWallet => Problem::new(ProblemCode::SameWallet, detail),
+            DomainError::InsufficientFunds { wallet_id, available, requested } => Problem::new(ProblemCode::InsufficientFunds, detail)
+                .with("wallet_id", wallet_id)
+                .with("available", available)
+                .with("requested", requested),
+            DomainError::WalletFrozen { wallet_id } => Problem::new(ProblemCode::WalletFrozen, detail).with("wallet_id", wallet_id),
+            DomainError::WalletClosed { wallet_id } => Problem::new(ProblemCode::WalletClosed, detail).with("wallet_id", wallet_id),
+            DomainError::WalletNotEmpty { wallet_id, balance } => {
+                Problem::new(ProblemCode::WalletNotEmpty, detail).with("wallet_id", wallet_id).with("balance", balance)
+            }
+            DomainError::ReversalExceedsTransfer { transfer_id, remaining, requested } => {
+                Problem::new(ProblemCode::ReversalExceedsTransfer, detail)
+                    .with("transfer_id", transfer_id)
+                    .with("remaining", remaining)
+                    .with("requested", requested)
+            }
+        }
+    }
+}
+
+// ---- Requests ----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeePolicyInput {
+    pub percent: WireDecimal,
+    pub fixed: WireDecimal,
+    #[serde(default)]
+    pub min: Option<WireDecimal>,
+    #[serde(default)]
+    pub max: Option<WireDecimal>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefineAssetRequest {
+    pub code: String,
+    pub scale: u32,
+    #[serde(default)]
+    pub cash_in_fee: Option<FeePolicyInput>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenWalletRequest {
+    pub owner_id: String,
+    pub asset: String,
+    #[serde(default)]
+    pub overdraft_limit: Option<WireDecimal>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Body of `topup`, `bonus`, `spend`, `withdrawal` and `cash-in`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    pub amount: WireDecimal,
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub from_wallet_id: Uuid,
+    pub to_wallet_id: Uuid,
+    pub amount: WireDecimal,
+    #[serde(default)]
+    pub fee: Option<WireDecimal>,
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReversalRequest {
+    #[serde(default)]
+    pub amount: Option<WireDecimal>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Body of `freeze`, `unfreeze` and `close` (may be empty).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+// ---- Input checks ------------------------------------------------------------------------------
+
+/// `1..=IDEMPOTENCY_KEY_LENGTH_MAX` visible ASCII characters.
+pub fn is_valid_idempotency_key(key: &str) -> bool {
+    (1..=IDEMPOTENCY_KEY_LENGTH_MAX).contains(&key.len()) && key.bytes().all(|byte| byte.is_ascii_graphic())
+}
+
+/// A client string of `1..=length_max` characters with no control characters (Postgres refuses NUL).
+pub fn check_text(field: &str, text: &str, length_max: usize) -> Result<(), DomainError> {
+    let length = text.chars().count();
+    if length == 0 || length > length_max {
+        return Err(DomainError::validation(field, &format!("must have 1 to {length_max} characters")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(DomainError::validation(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// `metadata` is an object of at most `METADATA_BYTES_MAX` bytes and `METADATA_DEPTH_MAX` levels, without NUL characters.
+pub fn check_metadata(metadata: &Option<serde_json::Value>) -> Result<serde_json::Value, DomainError> {
+    let Some(value) = metadata else { return Ok(serde_json::Value::Null) };
+    if !value.is_object() {
+        return Err(DomainError::validation("metadata", "must be a JSON object"));
+    }
+    if depth(value) > METADATA_DEPTH_MAX {
+        return Err(DomainError::validation("metadata", &format!("must nest at most {METADATA_DEPTH_MAX} levels")));
+    }
+    let text = serde_json::to_string(value).expect("values serialize");
+    if text.len() > METADATA_BYTES_MAX {
+        return Err(DomainError::validation("metadata", &format!("must be at most {METADATA_BYTES_MAX} bytes")));
+    }
+    if text.contains("\\u0000") {
+        return Err(DomainError::validation("metadata", "must not contain NUL characters"));
+    }
+    Ok(value.clone())
+}
+
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+// ---- Responses ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeePolicyView {
+    pub percent: String,
+    pub fixed: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+}
+
+/// `POST /v1/assets` answers this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetDefinedView {
+    pub code: String,
+    pub scale: u32,
+    pub cash_in_fee: Option<FeePolicyView>,
+    pub system_wallets: SystemWallets,
+    pub position: i64,
+}
+
+/// An asset with its totals, as query-service shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetView {
+    pub code: String,
+    pub scale: u32,
+    pub cash_in_fee: Option<FeePolicyView>,
+    pub system_wallets: SystemWallets,
+    /// Minus the treasury's balance.
+    pub supply: String,
+    pub user_balance_total: String,
+    pub wallet_count: i64,
+    /// Principal moved per transfer kind.
+    pub volume_by_kind: BTreeMap<String, String>,
+}
+
+/// A wallet as query-service shows it; `position` is set on command answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalletView {
+    pub wallet_id: WalletId,
+    pub owner_id: String,
+    pub asset: String,
+    pub kind: String,
+    pub status: String,
+    pub balance: String,
+    /// `null` for the treasury, whose overdraft is unlimited.
+    pub overdraft_limit: Option<String>,
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegView {
+    pub from_wallet_id: WalletId,
+    pub to_wallet_id: WalletId,
+    pub amount: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub wallet_id: WalletId,
+    pub balance: String,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReversalView {
+    pub transfer_id: TransferId,
+    pub amount: String,
+    pub fee: String,
+    pub position: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A transfer as a money command answers it; query-service adds `reversals`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferView {
+    pub transfer_id: TransferId,
+    pub kind: String,
+    pub asset: String,
+    pub amount: String,
+    pub fee: String,
+    pub legs: Vec<LegView>,
+    pub balances: Vec<BalanceView>,
+    pub reference: Option<String>,
+    pub metadata: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverses: Option<TransferId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub position: i64,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversals: Option<Vec<ReversalView>>,
+}
+
+/// `GET /v1/wallets/{id}/history` item: one leg as one wallet saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntryView {
+    pub position: i64,
+    pub version: i64,
+    pub transfer_id: TransferId,
+    pub kind: String,
+    pub direction: String,
+    pub amount: String,
+    pub balance_after: String,
+    pub counterparty_wallet_id: WalletId,
+    pub reference: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A page of items with the cursor of the next page, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_name_and_a_type_uri() {
+        let mut names: Vec<&str> = ProblemCode::ALL.iter().map(|code| code.code()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ProblemCode::ALL.len());
+        let problem = Problem::new(ProblemCode::InsufficientFunds, "x");
+        assert_eq!(problem.problem_type, "/problems/insufficient-funds");
+        assert_eq!(problem.status, 422);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let error = serde_json::from_str::<MoveRequest>(r#"{"amount":"1","amont":"2"}"#).unwrap_err();
+        assert!(error.to_string().contains("amont"), "{error}");
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert!(is_valid_idempotency_key("order-42:retry"));
+        assert!(!is_valid_idempotency_key(""));
+        assert!(!is_valid_idempotency_key("has space"));
+        assert!(!is_valid_idempotency_key("ключ"));
+        assert!(!is_valid_idempotency_key(&"k".repeat(256)));
+    }
+
+    #[test]
+    fn metadata_is_a_bounded_object() {
+        assert!(check_metadata(&Some(serde_json::json!([1]))).is_err());
+        assert!(check_metadata(&Some(serde_json::json!({"a": "x".repeat(5000)}))).is_err());
+        assert!(check_metadata(&Some(serde_json::json!({"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{}}}}}}}}}))).is_err());
+        assert!(check_metadata(&Some(serde_json::json!({"a": "\u{0000}"}))).is_err());
+        assert_eq!(check_metadata(&Some(serde_json::json!({"order": 42}))).unwrap(), serde_json::json!({"order": 42}));
+    }
+}

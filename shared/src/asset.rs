@@ -1,0 +1,176 @@
+//! Assets: codes, cash-in fee policies, system wallets, and the asset Decider.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::DomainError;
+use crate::money::{AmountError, Scale};
+use crate::wallet::WalletId;
+
+/// Length of an asset code at most, by `^[A-Z][A-Z0-9_]{0,15}$`.
+pub const ASSET_CODE_LENGTH_MAX: usize = 16;
+
+/// An asset's code, such as `GOLD` or `NGN`: `^[A-Z][A-Z0-9_]{0,15}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AssetCode(String);
+
+impl AssetCode {
+    pub fn parse(text: &str) -> Result<AssetCode, DomainError> {
+        let mut bytes = text.bytes();
+        let valid = text.len() <= ASSET_CODE_LENGTH_MAX
+            && bytes.next().is_some_and(|first| first.is_ascii_uppercase())
+            && bytes.all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_');
+        if !valid {
+            return Err(DomainError::validation("code", "must match ^[A-Z][A-Z0-9_]{0,15}$"));
+        }
+        Ok(AssetCode(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AssetCode {
+    type Error = DomainError;
+    fn try_from(text: String) -> Result<AssetCode, DomainError> {
+        AssetCode::parse(&text)
+    }
+}
+
+impl From<AssetCode> for String {
+    fn from(code: AssetCode) -> String {
+        code.0
+    }
+}
+
+impl fmt::Display for AssetCode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// The fee taken on a cash-in: `amount × percent / 100 + fixed`, clamped to `min..=max`,
+/// rounded half up to the asset's scale, and never more than the amount itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeePolicy {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub percent: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub fixed: Decimal,
+    #[serde(default, with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    pub min: Option<Decimal>,
+    #[serde(default, with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    pub max: Option<Decimal>,
+}
+
+impl FeePolicy {
+    /// Checks a policy against its asset's scale and brings its money fields to that scale.
+    pub fn parse(self, scale: Scale) -> Result<FeePolicy, DomainError> {
+        let hundred = Decimal::ONE_HUNDRED;
+        if self.percent < Decimal::ZERO || self.percent > hundred {
+            return Err(DomainError::validation("cash_in_fee.percent", "must be between 0 and 100"));
+        }
+        let money = |field: &'static str, value: Decimal| {
+            crate::money::parse_non_negative(value, scale).map_err(|error| DomainError::validation(field, &error.to_string()))
+        };
+        let fixed = money("cash_in_fee.fixed", self.fixed)?;
+        let min = self.min.map(|min| money("cash_in_fee.min", min)).transpose()?;
+        let max = self.max.map(|max| money("cash_in_fee.max", max)).transpose()?;
+        if let (Some(min), Some(max)) = (min, max) {
+            if min > max {
+                return Err(DomainError::validation("cash_in_fee.min", "must not exceed max"));
+            }
+        }
+        Ok(FeePolicy { percent: self.percent.normalize(), fixed, min, max })
+    }
+
+    /// The fee on `amount` (already at `scale`). Zero means no fee leg.
+    pub fn fee(&self, amount: Decimal, scale: Scale) -> Result<Decimal, AmountError> {
+        let proportional = amount
+            .checked_mul(self.percent)
+            .and_then(|product| product.checked_div(Decimal::ONE_HUNDRED))
+            .ok_or(AmountError::OutOfRange)?;
+        let mut fee = scale.round_half_up(proportional.checked_add(self.fixed).ok_or(AmountError::OutOfRange)?);
+        if let Some(min) = self.min {
+            fee = fee.max(min);
+        }
+        if let Some(max) = self.max {
+            fee = fee.min(max);
+        }
+        let mut capped = fee.min(amount);
+        capped.rescale(scale.places());
+        Ok(capped)
+    }
+}
+
+/// The three wallets an asset opens when it is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemWallets {
+    /// The issuer: may go negative without limit; minus its balance is the outstanding supply.
+    pub treasury: WalletId,
+    /// Receives what users spend.
+    pub revenue: WalletId,
+    /// Receives fees.
+    pub fees: WalletId,
+}
+
+/// An asset stream's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Asset {
+    #[default]
+    Undefined,
+    Defined(AssetDefinition),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetDefinition {
+    pub code: AssetCode,
+    pub scale: Scale,
+    pub cash_in_fee: Option<FeePolicy>,
+    pub system_wallets: SystemWallets,
+}
+
+/// Events of an asset stream (`asset-{CODE}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum AssetEvent {
+    AssetDefined(AssetDefinition),
+}
+
+/// Defines an asset. The system wallets' ids are chosen by the caller, so that `decide` stays pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefineAsset {
+    pub code: AssetCode,
+    pub scale: Scale,
+    pub cash_in_fee: Option<FeePolicy>,
+    pub system_wallets: SystemWallets,
+}
+
+pub fn decide(asset: &Asset, command: &DefineAsset) -> Result<Vec<AssetEvent>, DomainError> {
+    if let Asset::Defined(existing) = asset {
+        return Err(DomainError::AssetExists { code: existing.code.clone() });
+    }
+    let cash_in_fee = command.cash_in_fee.clone().map(|policy| policy.parse(command.scale)).transpose()?;
+    Ok(vec![AssetEvent::AssetDefined(AssetDefinition {
+        code: command.code.clone(),
+        scale: command.scale,
+        cash_in_fee,
+        system_wallets: command.system_wallets,
+    })])
+}
+
+/// # Panics
+/// On an event that cannot follow the state: the stream is corrupt.
+pub fn evolve(asset: Asset, event: &AssetEvent) -> Asset {
+    match (asset, event) {
+        (Asset::Undefined, AssetEvent::AssetDefined(definition)) => Asset::Defined(definition.clone()),
+        (Asset::Defined(definition), AssetEvent::AssetDefined(_)) => {
+            panic!("corrupt stream asset-{}: defined twice", definition.code)
+        }
+    }
+}

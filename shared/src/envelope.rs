@@ -1,0 +1,304 @@
+//! Stream ids, the stored event envelope, canonical JSON and the per-stream SHA-256 hash chain.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::asset::{AssetCode, AssetEvent};
+use crate::transfer::{TransferEvent, TransferId};
+use crate::wallet::{WalletEvent, WalletId};
+
+/// The hash a stream's first event chains to.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// One stream of the event store: `asset-{CODE}`, `wallet-{uuid}` or `transfer-{uuid}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamId {
+    Asset(AssetCode),
+    Wallet(WalletId),
+    Transfer(TransferId),
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamId::Asset(code) => write!(formatter, "asset-{code}"),
+            StreamId::Wallet(id) => write!(formatter, "wallet-{id}"),
+            StreamId::Transfer(id) => write!(formatter, "transfer-{id}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a stream id: {0:?} (expected asset-CODE, wallet-UUID or transfer-UUID)")]
+pub struct InvalidStreamId(pub String);
+
+impl FromStr for StreamId {
+    type Err = InvalidStreamId;
+    fn from_str(text: &str) -> Result<StreamId, InvalidStreamId> {
+        let invalid = || InvalidStreamId(text.to_owned());
+        let (prefix, rest) = text.split_once('-').ok_or_else(invalid)?;
+        match prefix {
+            "asset" => AssetCode::parse(rest).map(StreamId::Asset).map_err(|_| invalid()),
+            "wallet" => Uuid::parse_str(rest).map(|id| StreamId::Wallet(WalletId(id))).map_err(|_| invalid()),
+            "transfer" => Uuid::parse_str(rest).map(|id| StreamId::Transfer(TransferId(id))).map_err(|_| invalid()),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+/// Any event, of whichever stream kind.
+/// Serializes adjacently tagged (`{"type", "data"}`); read back with [`Event::from_stored`], which knows the stream kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    Asset(AssetEvent),
+    Wallet(WalletEvent),
+    Transfer(TransferEvent),
+}
+
+impl Event {
+    /// The stored type name and data of this event.
+    pub fn to_stored(&self) -> (String, serde_json::Value) {
+        let tagged = serde_json::to_value(self).expect("events serialize to JSON");
+        let serde_json::Value::Object(mut fields) = tagged else { unreachable!("events are adjacently tagged objects") };
+        let Some(serde_json::Value::String(event_type)) = fields.remove("type") else { unreachable!("events carry a type") };
+        (event_type, fields.remove("data").unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Reads a stored event of `stream`. This is where an old event version would be upcast.
+    pub fn from_stored(stream: &StreamId, event_type: &str, data: serde_json::Value) -> Result<Event, serde_json::Error> {
+        let tagged = serde_json::json!({ "type": event_type, "data": data });
+        Ok(match stream {
+            StreamId::Asset(_) => Event::Asset(serde_json::from_value(tagged)?),
+            StreamId::Wallet(_) => Event::Wallet(serde_json::from_value(tagged)?),
+            StreamId::Transfer(_) => Event::Transfer(serde_json::from_value(tagged)?),
+        })
+    }
+}
+
+/// An event decided for one stream, not yet stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub stream: StreamId,
+    pub event: Event,
+}
+
+/// What each event of one command records besides its data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The request id of the HTTP request that caused the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The command (transfer or wallet operation) the event belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// An event as the store keeps it and auditors read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+    /// Hex of the SHA-256 chaining this event to the previous one of its stream.
+    pub hash: String,
+}
+
+/// The fields of an event that its hash covers, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedFields<'a> {
+    pub stream_id: &'a str,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub data: &'a serde_json::Value,
+    pub metadata: &'a serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl HashedFields<'_> {
+    /// The bytes the hash covers: canonical JSON of the event's fields (the global position is not
+    /// covered, because the store assigns it at insert; the per-stream version is).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let document = serde_json::json!({
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "event_id": self.event_id,
+            "type": self.event_type,
+            "data": self.data,
+            "metadata": self.metadata,
+            "recorded_at": canonical_time(self.recorded_at),
+        });
+        canonical_json(&document).into_bytes()
+    }
+
+    /// SHA-256 over the previous event's hash and this event's canonical bytes.
+    pub fn chain_hash(&self, previous: &[u8; 32]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(previous);
+        hasher.update(self.canonical_bytes());
+        hasher.finalize().into()
+    }
+}
+
+/// Timestamps are stored to the microsecond (Postgres' precision); hash and store the same instant.
+pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(time.timestamp_micros()).expect("a current time is in range")
+}
+
+pub fn canonical_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// JSON with object keys sorted, no white space, and numbers written the way Postgres' `jsonb` keeps them
+/// (exponents expanded, no negative zero), so that what is read back from `jsonb` hashes the same.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(key).expect("strings serialize"));
+                out.push(':');
+                write_canonical(&fields[key], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        serde_json::Value::Number(number) => out.push_str(&normalize_number(&number.to_string())),
+        other => out.push_str(&serde_json::to_string(other).expect("scalars serialize")),
+    }
+}
+
+/// A JSON number's text as Postgres `numeric` prints it: `1e2` → `100`, `1.5E-3` → `0.0015`, `-0.0` → `0.0`.
+/// The scale of the result is `max(0, fraction digits − exponent)`, as `numeric` computes it.
+pub fn normalize_number(text: &str) -> String {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], unsigned[at + 1..].parse::<i64>().unwrap_or(0)),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+    let point = whole.len() as i64 + exponent;
+    let scale = (fraction.len() as i64 - exponent).max(0);
+    let digit_at = |index: i64| -> char {
+        if index < 0 || index >= digits.len() as i64 {
+            '0'
+        } else {
+            char::from(digits[index as usize])
+        }
+    };
+    let mut integer: String = (0..point.max(0)).map(digit_at).collect();
+    let trimmed = integer.trim_start_matches('0');
+    integer = if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() };
+    let fractional: String = (point..point + scale).map(digit_at).collect();
+    let is_zero = integer == "0" && fractional.bytes().all(|byte| byte == b'0');
+    let mut normalized = String::new();
+    if negative && !is_zero {
+        normalized.push('-');
+    }
+    normalized.push_str(&integer);
+    if scale > 0 {
+        normalized.push('.');
+        normalized.push_str(&fractional);
+    }
+    normalized
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_round_trip() {
+        for text in ["asset-GOLD", "wallet-0192f0c1-8a7e-7d00-8000-000000000001", "transfer-0192f0c1-8a7e-7d00-8000-000000000002"] {
+            assert_eq!(text.parse::<StreamId>().unwrap().to_string(), text);
+        }
+        for bad in ["asset-gold", "wallet-x", "thing-1", "wallet"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_normalize_like_postgres_numeric() {
+        let cases = [
+            ("1e2", "100"),
+            ("1.5E-3", "0.0015"),
+            ("1.50e1", "15.0"),
+            ("-0", "0"),
+            ("-0.00", "0.00"),
+            ("12.340", "12.340"),
+            ("-7", "-7"),
+            ("2E+3", "2000"),
+            ("0.5e1", "5"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(normalize_number(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_drops_white_space() {
+        let value: serde_json::Value = serde_json::from_str(r#"{ "b": [1, {"d": 2, "c": 1e1}], "a": "x" }"#).unwrap();
+        assert_eq!(canonical_json(&value), r#"{"a":"x","b":[1,{"c":10,"d":2}]}"#);
+    }
+
+    #[test]
+    fn a_changed_field_changes_the_hash() {
+        let data = serde_json::json!({"amount": "1.00"});
+        let metadata = serde_json::json!({});
+        let fields = HashedFields {
+            stream_id: "wallet-x",
+            version: 1,
+            event_id: Uuid::nil(),
+            event_type: "WalletCredited",
+            data: &data,
+            metadata: &metadata,
+            recorded_at: DateTime::from_timestamp_micros(1).unwrap(),
+        };
+        let honest = fields.chain_hash(&GENESIS_HASH);
+        let tampered_data = serde_json::json!({"amount": "100.00"});
+        assert_ne!(honest, HashedFields { data: &tampered_data, ..fields }.chain_hash(&GENESIS_HASH));
+        assert_ne!(honest, fields.chain_hash(&[1; 32]));
+    }
+}

@@ -1,0 +1,472 @@
+//! The ledger Decider: one [`Command`] decided against the [`World`] of the streams it touches,
+//! giving the [`Change`]s to append (each an event on one stream), all or nothing.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+
+use crate::asset::{self, Asset, AssetCode, AssetDefinition, DefineAsset};
+use crate::envelope::{Change, Event, StreamId};
+use crate::money::{Amount, AmountError};
+use crate::transfer::{self, Leg, LegRole, Transfer, TransferCommand, TransferId, TransferKind, TransferRecorded, TransferReversed};
+use crate::wallet::{self, OpenWallet, Wallet, WalletCommand, WalletId, WalletKind, WalletOpened};
+
+/// Why a command was refused. Each variant maps to one stable problem code (see [`crate::api::ProblemCode`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{field}: {reason}")]
+    Validation { field: String, reason: String },
+    #[error("{field}: {reason}")]
+    InvalidAmount { field: String, reason: AmountError },
+    #[error("the result would be out of the representable range")]
+    AmountOutOfRange,
+    #[error("asset {code} does not exist")]
+    AssetNotFound { code: String },
+    #[error("wallet not found")]
+    WalletNotFound { wallet_id: Option<WalletId> },
+    #[error("transfer not found")]
+    TransferNotFound { transfer_id: Option<TransferId> },
+    #[error("asset {code} already exists")]
+    AssetExists { code: AssetCode },
+    #[error("a wallet already exists: {wallet_id}")]
+    WalletExists { wallet_id: WalletId },
+    #[error("wallets hold different assets: {from_asset} and {to_asset}")]
+    AssetMismatch { from_asset: AssetCode, to_asset: AssetCode },
+    #[error("a transfer needs two different wallets")]
+    SameWallet,
+    #[error("wallet {wallet_id} has {available} available, {requested} requested")]
+    InsufficientFunds { wallet_id: WalletId, available: String, requested: String },
+    #[error("wallet {wallet_id} is frozen")]
+    WalletFrozen { wallet_id: WalletId },
+    #[error("wallet {wallet_id} is closed")]
+    WalletClosed { wallet_id: WalletId },
+    #[error("wallet {wallet_id} still holds {balance}")]
+    WalletNotEmpty { wallet_id: WalletId, balance: String },
+    #[error("transfer {transfer_id} has {remaining} left to reverse, {requested} requested")]
+    ReversalExceedsTransfer { transfer_id: TransferId, remaining: String, requested: String },
+}
+
+impl DomainError {
+    pub fn validation(field: &str, reason: &str) -> DomainError {
+        DomainError::Validation { field: field.to_owned(), reason: reason.to_owned() }
+    }
+
+    fn invalid_amount(field: &str) -> impl Fn(AmountError) -> DomainError + '_ {
+        move |reason| DomainError::InvalidAmount { field: field.to_owned(), reason }
+    }
+}
+
+/// What may happen to a wallet's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCommand {
+    Freeze,
+    Unfreeze,
+    Close,
+}
+
+/// An imperative to the ledger. Ids of what it creates are chosen by the caller, so that [`decide`] stays pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    DefineAsset(DefineAsset),
+    OpenWallet {
+        wallet_id: WalletId,
+        owner_id: String,
+        asset: AssetCode,
+        overdraft_limit: Option<Decimal>,
+        metadata: serde_json::Value,
+    },
+    /// `topup`, `bonus`, `spend`, `withdrawal` or `cash_in` on one user wallet.
+    Move {
+        transfer_id: TransferId,
+        kind: TransferKind,
+        wallet_id: WalletId,
+        amount: Decimal,
+        reference: Option<String>,
+        metadata: serde_json::Value,
+    },
+    Transfer {
+        transfer_id: TransferId,
+        from_wallet_id: WalletId,
+        to_wallet_id: WalletId,
+        amount: Decimal,
+        fee: Option<Decimal>,
+        reference: Option<String>,
+        metadata: serde_json::Value,
+    },
+    Reverse {
+        reversal_id: TransferId,
+        transfer_id: TransferId,
+        amount: Option<Decimal>,
+        reason: Option<String>,
+    },
+    ChangeStatus {
+        wallet_id: WalletId,
+        change: StatusCommand,
+        reason: Option<String>,
+    },
+}
+
+impl Command {
+    /// The wallet a wallet-scoped command acts on (what `If-Match` refers to).
+    pub fn subject_wallet(&self) -> Option<WalletId> {
+        match self {
+            Command::Move { wallet_id, .. } | Command::ChangeStatus { wallet_id, .. } => Some(*wallet_id),
+            Command::Transfer { from_wallet_id, .. } => Some(*from_wallet_id),
+            Command::OpenWallet { wallet_id, .. } => Some(*wallet_id),
+            Command::DefineAsset(_) | Command::Reverse { .. } => None,
+        }
+    }
+}
+
+/// Something a command must know before it can be decided.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dependency {
+    Stream(StreamId),
+    /// The user wallet of `(owner_id, asset)`, if any.
+    Owner(String, AssetCode),
+}
+
+/// The states of the streams commands are decided against. A stream absent from the world does not exist:
+/// the caller loads every [`dependencies`] entry first, recording missing streams as their default state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct World {
+    pub assets: HashMap<AssetCode, Asset>,
+    pub wallets: HashMap<WalletId, Wallet>,
+    pub transfers: HashMap<TransferId, Transfer>,
+    /// User wallets by `(owner_id, asset)`; `None` means known to have none.
+    pub owners: HashMap<(String, AssetCode), Option<WalletId>>,
+}
+
+impl World {
+    pub fn knows(&self, dependency: &Dependency) -> bool {
+        match dependency {
+            Dependency::Stream(StreamId::Asset(code)) => self.assets.contains_key(code),
+            Dependency::Stream(StreamId::Wallet(id)) => self.wallets.contains_key(id),
+            Dependency::Stream(StreamId::Transfer(id)) => self.transfers.contains_key(id),
+            Dependency::Owner(owner_id, asset) => self.owners.contains_key(&(owner_id.clone(), asset.clone())),
+        }
+    }
+
+    fn wallet(&self, wallet_id: WalletId) -> Result<&OpenWallet, DomainError> {
+        match self.wallets.get(&wallet_id) {
+            Some(Wallet::Open(open)) => Ok(open),
+            _ => Err(DomainError::WalletNotFound { wallet_id: Some(wallet_id) }),
+        }
+    }
+
+    fn user_wallet(&self, wallet_id: WalletId, field: &str) -> Result<&OpenWallet, DomainError> {
+        let open = self.wallet(wallet_id)?;
+        if open.kind != WalletKind::User {
+            return Err(DomainError::validation(field, "system wallets move money only as legs of other kinds"));
+        }
+        Ok(open)
+    }
+
+    fn asset(&self, code: &AssetCode) -> Result<&AssetDefinition, DomainError> {
+        match self.assets.get(code) {
+            Some(Asset::Defined(definition)) => Ok(definition),
+            _ => Err(DomainError::AssetNotFound { code: code.to_string() }),
+        }
+    }
+
+    fn transfer(&self, transfer_id: TransferId) -> Result<&transfer::RecordedTransfer, DomainError> {
+        match self.transfers.get(&transfer_id) {
+            Some(Transfer::Recorded(recorded)) => Ok(recorded),
+            _ => Err(DomainError::TransferNotFound { transfer_id: Some(transfer_id) }),
+        }
+    }
+
+    /// Evolves the stream a change belongs to.
+    pub fn apply(&mut self, change: &Change) {
+        match (&change.stream, &change.event) {
+            (StreamId::Asset(code), Event::Asset(event)) => {
+                let state = self.assets.remove(code).unwrap_or_default();
+                self.assets.insert(code.clone(), asset::evolve(state, event));
+            }
+            (StreamId::Wallet(id), Event::Wallet(event)) => {
+                let state = self.wallets.remove(id).unwrap_or_default();
+                if let wallet::WalletEvent::WalletOpened(opened) = event {
+                    if opened.kind == WalletKind::User {
+                        self.owners.insert((opened.owner_id.clone(), opened.asset.clone()), Some(opened.wallet_id));
+                    }
+                }
+                self.wallets.insert(*id, wallet::evolve(state, event));
+            }
+            (StreamId::Transfer(id), Event::Transfer(event)) => {
+                let state = self.transfers.remove(id).unwrap_or_default();
+                self.transfers.insert(*id, transfer::evolve(state, event));
+            }
+            (stream, event) => panic!("event {event:?} does not belong on stream {stream}"),
+        }
+    }
+}
+
+/// What `command` needs that `world` does not know yet. Call repeatedly, loading what it names,
+/// until it names nothing: each answer can only be computed from what the previous one loaded
+/// (a wallet names its asset, an asset its system wallets, a transfer its wallets).
+pub fn dependencies(world: &World, command: &Command) -> Vec<Dependency> {
+    let mut needed = Vec::new();
+    let need_wallet_and_asset = |wallet_id: WalletId, needed: &mut Vec<Dependency>| {
+        needed.push(Dependency::Stream(StreamId::Wallet(wallet_id)));
+        if let Some(Wallet::Open(open)) = world.wallets.get(&wallet_id) {
+            needed.push(Dependency::Stream(StreamId::Asset(open.asset.clone())));
+            if let Some(Asset::Defined(definition)) = world.assets.get(&open.asset) {
+                let system = definition.system_wallets;
+                needed.extend([system.treasury, system.revenue, system.fees].map(|id| Dependency::Stream(StreamId::Wallet(id))));
+            }
+        }
+    };
+    match command {
+        Command::DefineAsset(define) => {
+            needed.push(Dependency::Stream(StreamId::Asset(define.code.clone())));
+            let system = define.system_wallets;
+            needed.extend([system.treasury, system.revenue, system.fees].map(|id| Dependency::Stream(StreamId::Wallet(id))));
+        }
+        Command::OpenWallet { wallet_id, owner_id, asset, .. } => {
+            needed.push(Dependency::Stream(StreamId::Wallet(*wallet_id)));
+            needed.push(Dependency::Stream(StreamId::Asset(asset.clone())));
+            needed.push(Dependency::Owner(owner_id.clone(), asset.clone()));
+        }
+        Command::Move { transfer_id, wallet_id, .. } => {
+            needed.push(Dependency::Stream(StreamId::Transfer(*transfer_id)));
+            need_wallet_and_asset(*wallet_id, &mut needed);
+        }
+        Command::Transfer { transfer_id, from_wallet_id, to_wallet_id, .. } => {
+            needed.push(Dependency::Stream(StreamId::Transfer(*transfer_id)));
+            need_wallet_and_asset(*from_wallet_id, &mut needed);
+            needed.push(Dependency::Stream(StreamId::Wallet(*to_wallet_id)));
+        }
+        Command::Reverse { reversal_id, transfer_id, .. } => {
+            needed.push(Dependency::Stream(StreamId::Transfer(*reversal_id)));
+            needed.push(Dependency::Stream(StreamId::Transfer(*transfer_id)));
+            if let Some(Transfer::Recorded(recorded)) = world.transfers.get(transfer_id) {
+                for leg in &recorded.legs {
+                    needed.push(Dependency::Stream(StreamId::Wallet(leg.from_wallet_id)));
+                    needed.push(Dependency::Stream(StreamId::Wallet(leg.to_wallet_id)));
+                }
+            }
+        }
+        Command::ChangeStatus { wallet_id, .. } => needed.push(Dependency::Stream(StreamId::Wallet(*wallet_id))),
+    }
+    needed.retain(|dependency| !world.knows(dependency));
+    needed.dedup();
+    needed
+}
+
+/// Decides `command` against `world`: the changes to append, in order, or why not.
+pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainError> {
+    match command {
+        Command::DefineAsset(define) => define_asset(world, define),
+        Command::OpenWallet { wallet_id, owner_id, asset, overdraft_limit, metadata } => {
+            open_wallet(world, *wallet_id, owner_id, asset, *overdraft_limit, metadata)
+        }
+        Command::Move { transfer_id, kind, wallet_id, amount, reference, metadata } => {
+            let wallet = world.user_wallet(*wallet_id, "wallet_id")?;
+            let asset = world.asset(&wallet.asset)?;
+            let amount = Amount::parse(*amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
+            let system = asset.system_wallets;
+            let principal = |from, to| Leg { from_wallet_id: from, to_wallet_id: to, amount: amount.value(), role: LegRole::Principal };
+            let mut fee = wallet::zero_at(asset.scale);
+            let legs = match kind {
+                TransferKind::Topup | TransferKind::Bonus => vec![principal(system.treasury, *wallet_id)],
+                TransferKind::Spend => vec![principal(*wallet_id, system.revenue)],
+                TransferKind::Withdrawal => vec![principal(*wallet_id, system.treasury)],
+                TransferKind::CashIn => {
+                    let mut legs = vec![principal(system.treasury, *wallet_id)];
+                    if let Some(policy) = &asset.cash_in_fee {
+                        fee = policy.fee(amount.value(), asset.scale).map_err(DomainError::invalid_amount("amount"))?;
+                    }
+                    if !fee.is_zero() {
+                        legs.push(Leg { from_wallet_id: *wallet_id, to_wallet_id: system.fees, amount: fee, role: LegRole::Fee });
+                    }
+                    legs
+                }
+                TransferKind::Transfer | TransferKind::Reversal => {
+                    return Err(DomainError::validation("kind", "transfers and reversals have commands of their own"))
+                }
+            };
+            record(
+                world,
+                TransferRecorded {
+                    transfer_id: *transfer_id,
+                    kind: *kind,
+                    asset: asset.code.clone(),
+                    scale: asset.scale,
+                    amount: amount.value(),
+                    fee,
+                    legs,
+                    reference: reference.clone(),
+                    metadata: metadata.clone(),
+                    reverses: None,
+                    reason: None,
+                },
+            )
+        }
+        Command::Transfer { transfer_id, from_wallet_id, to_wallet_id, amount, fee, reference, metadata } => {
+            if from_wallet_id == to_wallet_id {
+                return Err(DomainError::SameWallet);
+            }
+            let from = world.user_wallet(*from_wallet_id, "from_wallet_id")?;
+            let to = world.user_wallet(*to_wallet_id, "to_wallet_id")?;
+            if from.asset != to.asset {
+                return Err(DomainError::AssetMismatch { from_asset: from.asset.clone(), to_asset: to.asset.clone() });
+            }
+            let asset = world.asset(&from.asset)?;
+            let amount = Amount::parse(*amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
+            let mut legs = vec![Leg { from_wallet_id: *from_wallet_id, to_wallet_id: *to_wallet_id, amount: amount.value(), role: LegRole::Principal }];
+            let fee = match fee {
+                Some(fee) => crate::money::parse_non_negative(*fee, asset.scale).map_err(DomainError::invalid_amount("fee"))?,
+                None => wallet::zero_at(asset.scale),
+            };
+            if !fee.is_zero() {
+                legs.push(Leg { from_wallet_id: *from_wallet_id, to_wallet_id: asset.system_wallets.fees, amount: fee, role: LegRole::Fee });
+            }
+            record(
+                world,
+                TransferRecorded {
+                    transfer_id: *transfer_id,
+                    kind: TransferKind::Transfer,
+                    asset: asset.code.clone(),
+                    scale: asset.scale,
+                    amount: amount.value(),
+                    fee,
+                    legs,
+                    reference: reference.clone(),
+                    metadata: metadata.clone(),
+                    reverses: None,
+                    reason: None,
+                },
+            )
+        }
+        Command::Reverse { reversal_id, transfer_id, amount, reason } => {
+            let original = world.transfer(*transfer_id)?;
+            let amount = amount
+                .map(|amount| Amount::parse(amount, original.scale).map_err(DomainError::invalid_amount("amount")))
+                .transpose()?
+                .map(Amount::value);
+            let (amount, fee, legs) = original.plan_reversal(amount)?;
+            let reversed = TransferReversed { reversal_id: *reversal_id, amount, fee };
+            let state = world.transfers.get(transfer_id).cloned().unwrap_or_default();
+            let mut changes: Vec<Change> = transfer::decide(&state, &TransferCommand::Reverse(reversed))?
+                .into_iter()
+                .map(|event| Change { stream: StreamId::Transfer(*transfer_id), event: Event::Transfer(event) })
+                .collect();
+            let recorded = TransferRecorded {
+                transfer_id: *reversal_id,
+                kind: TransferKind::Reversal,
+                asset: original.asset.clone(),
+                scale: original.scale,
+                amount,
+                fee,
+                legs,
+                reference: None,
+                metadata: serde_json::Value::Null,
+                reverses: Some(*transfer_id),
+                reason: reason.clone(),
+            };
+            let mut recorded_changes = record(world, recorded)?;
+            // The reversal's own record comes first, then the mark on the original, then the legs.
+            let legs = recorded_changes.split_off(1);
+            recorded_changes.append(&mut changes);
+            recorded_changes.extend(legs);
+            Ok(recorded_changes)
+        }
+        Command::ChangeStatus { wallet_id, change, reason } => {
+            let state = world.wallets.get(wallet_id).cloned().unwrap_or_default();
+            if matches!(state, Wallet::Unopened) {
+                return Err(DomainError::WalletNotFound { wallet_id: Some(*wallet_id) });
+            }
+            let reason = reason.clone();
+            let command = match change {
+                StatusCommand::Freeze => WalletCommand::Freeze { reason },
+                StatusCommand::Unfreeze => WalletCommand::Unfreeze { reason },
+                StatusCommand::Close => WalletCommand::Close { reason },
+            };
+            Ok(wallet_changes(*wallet_id, wallet::decide(&state, &command)?))
+        }
+    }
+}
+
+fn define_asset(world: &World, define: &DefineAsset) -> Result<Vec<Change>, DomainError> {
+    let state = world.assets.get(&define.code).cloned().unwrap_or_default();
+    let events = asset::decide(&state, define)?;
+    let mut changes: Vec<Change> =
+        events.into_iter().map(|event| Change { stream: StreamId::Asset(define.code.clone()), event: Event::Asset(event) }).collect();
+    let system = define.system_wallets;
+    for (wallet_id, kind) in [(system.treasury, WalletKind::Treasury), (system.revenue, WalletKind::Revenue), (system.fees, WalletKind::Fees)] {
+        let opened = WalletOpened {
+            wallet_id,
+            owner_id: format!("system:{}", define.code),
+            asset: define.code.clone(),
+            scale: define.scale,
+            kind,
+            overdraft_limit: (kind != WalletKind::Treasury).then(|| wallet::zero_at(define.scale)),
+            metadata: serde_json::Value::Null,
+        };
+        let state = world.wallets.get(&wallet_id).cloned().unwrap_or_default();
+        changes.extend(wallet_changes(wallet_id, wallet::decide(&state, &WalletCommand::Open(opened))?));
+    }
+    Ok(changes)
+}
+
+fn open_wallet(
+    world: &World,
+    wallet_id: WalletId,
+    owner_id: &str,
+    asset: &AssetCode,
+    overdraft_limit: Option<Decimal>,
+    metadata: &serde_json::Value,
+) -> Result<Vec<Change>, DomainError> {
+    let definition = world.asset(asset)?;
+    if let Some(Some(existing)) = world.owners.get(&(owner_id.to_owned(), asset.clone())) {
+        return Err(DomainError::WalletExists { wallet_id: *existing });
+    }
+    let overdraft_limit = match overdraft_limit {
+        Some(limit) => crate::money::parse_non_negative(limit, definition.scale).map_err(DomainError::invalid_amount("overdraft_limit"))?,
+        None => wallet::zero_at(definition.scale),
+    };
+    let opened = WalletOpened {
+        wallet_id,
+        owner_id: owner_id.to_owned(),
+        asset: asset.clone(),
+        scale: definition.scale,
+        kind: WalletKind::User,
+        overdraft_limit: Some(overdraft_limit),
+        metadata: metadata.clone(),
+    };
+    let state = world.wallets.get(&wallet_id).cloned().unwrap_or_default();
+    Ok(wallet_changes(wallet_id, wallet::decide(&state, &WalletCommand::Open(opened))?))
+}
+
+/// Records a transfer on its own stream, then applies its legs in order, each a debit and a credit,
+/// so that every intermediate balance respects its wallet's limit.
+fn record(world: &World, recorded: TransferRecorded) -> Result<Vec<Change>, DomainError> {
+    let transfer_id = recorded.transfer_id;
+    let state = world.transfers.get(&transfer_id).cloned().unwrap_or_default();
+    let legs = recorded.legs.clone();
+    let kind = recorded.kind;
+    let mut changes: Vec<Change> = transfer::decide(&state, &TransferCommand::Record(recorded))?
+        .into_iter()
+        .map(|event| Change { stream: StreamId::Transfer(transfer_id), event: Event::Transfer(event) })
+        .collect();
+    let mut touched: HashMap<WalletId, Wallet> = HashMap::new();
+    for (index, leg) in legs.iter().enumerate() {
+        let leg_index = u16::try_from(index).expect("a transfer has a handful of legs");
+        let amount = Amount::parse(leg.amount, world.wallet(leg.from_wallet_id)?.scale).map_err(DomainError::invalid_amount("amount"))?;
+        let debit = WalletCommand::Debit { transfer_id, kind, amount, counterparty_wallet_id: leg.to_wallet_id, leg: leg_index };
+        let credit = WalletCommand::Credit { transfer_id, kind, amount, counterparty_wallet_id: leg.from_wallet_id, leg: leg_index };
+        for (wallet_id, command) in [(leg.from_wallet_id, debit), (leg.to_wallet_id, credit)] {
+            world.wallet(wallet_id)?;
+            let state = touched.remove(&wallet_id).unwrap_or_else(|| world.wallets[&wallet_id].clone());
+            let events = wallet::decide(&state, &command)?;
+            let next = events.iter().fold(state, wallet::evolve);
+            touched.insert(wallet_id, next);
+            changes.extend(wallet_changes(wallet_id, events));
+        }
+    }
+    Ok(changes)
+}
+
+fn wallet_changes(wallet_id: WalletId, events: Vec<wallet::WalletEvent>) -> Vec<Change> {
+    events.into_iter().map(|event| Change { stream: StreamId::Wallet(wallet_id), event: Event::Wallet(event) }).collect()
+}

@@ -1,0 +1,17 @@
+//! Tally's domain and wire contract: pure functions and types, no IO.
+//!
+//! - [`money`]: exact amounts and scales, parsing from the wire and formatting with the asset's scale.
+//! - [`asset`]: asset definitions, cash-in fee policies, the asset Decider.
+//! - [`wallet`]: wallet state, events and the wallet Decider (debit, credit, freeze, close).
+//! - [`transfer`]: the transfer aggregate (legs, reversals and their cap).
+//! - [`ledger`]: the top-level [`ledger::Command`], [`ledger::decide`] and [`ledger::World`] that compose the aggregates.
+//! - [`envelope`]: stream ids, the stored event envelope, canonical JSON and the hash chain.
+//! - [`api`]: request and response bodies and problem codes shared by the services.
+
+pub mod api;
+pub mod asset;
+pub mod envelope;
+pub mod ledger;
+pub mod money;
+pub mod transfer;
+pub mod wallet;

@@ -1,0 +1,210 @@
+//! Exact money: [`Scale`], [`Amount`], parsing from the wire and formatting with the asset's scale.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Decimal places an asset may have; 18 keeps `10^10` whole units representable at full precision.
+pub const SCALE_MAX: u32 = 18;
+
+/// Significant digits a wire amount may have; `rust_decimal` holds 28 exactly.
+pub const DIGITS_MAX: usize = 28;
+
+/// The number of decimal places of an asset, `0..=SCALE_MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Scale(u32);
+
+impl Scale {
+    pub fn new(places: u32) -> Result<Scale, AmountError> {
+        if places > SCALE_MAX {
+            return Err(AmountError::ScaleOutOfRange { scale: places });
+        }
+        Ok(Scale(places))
+    }
+
+    pub fn places(self) -> u32 {
+        self.0
+    }
+
+    /// `value` with exactly this many decimal places (trailing zeros added), or an error if that would lose digits.
+    pub fn fit(self, value: Decimal) -> Result<Decimal, AmountError> {
+        let normalized = value.normalize();
+        if normalized.scale() > self.0 {
+            return Err(AmountError::TooManyDecimals { scale: self.0 });
+        }
+        let mut fitted = normalized;
+        fitted.rescale(self.0);
+        if fitted != value {
+            return Err(AmountError::OutOfRange);
+        }
+        Ok(fitted)
+    }
+
+    /// Rounds half up (away from zero on a tie) to this scale.
+    pub fn round_half_up(self, value: Decimal) -> Decimal {
+        let mut rounded = value.round_dp_with_strategy(self.0, RoundingStrategy::MidpointAwayFromZero);
+        rounded.rescale(self.0);
+        rounded
+    }
+
+    /// `value` as the wire shows it: always exactly this many decimal places ("10.50").
+    pub fn format(self, value: Decimal) -> String {
+        self.round_half_up(value).to_string()
+    }
+}
+
+impl TryFrom<u32> for Scale {
+    type Error = AmountError;
+    fn try_from(places: u32) -> Result<Scale, AmountError> {
+        Scale::new(places)
+    }
+}
+
+impl From<Scale> for u32 {
+    fn from(scale: Scale) -> u32 {
+        scale.0
+    }
+}
+
+/// Why a wire amount was refused. Every variant answers `422 invalid_amount`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("amount must be a plain decimal such as \"10.50\" (no exponent, sign, NaN or infinity)")]
+    NotADecimal,
+    #[error("amount must be greater than zero")]
+    NotPositive,
+    #[error("amount must not be negative")]
+    Negative,
+    #[error("amount has more decimal places than the asset's scale of {scale}")]
+    TooManyDecimals { scale: u32 },
+    #[error("amount is out of the representable range")]
+    OutOfRange,
+    #[error("scale {scale} is out of range 0..={SCALE_MAX}")]
+    ScaleOutOfRange { scale: u32 },
+}
+
+/// Parses the text of a wire decimal exactly: `-?digits(.digits)?`, nothing else.
+/// Exponents, `NaN`, `Infinity`, a leading `+` or `.`, and white space are refused, so that
+/// what the client meant is never guessed.
+pub fn parse_decimal(text: &str) -> Result<Decimal, AmountError> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    if !all_digits(whole) || !fraction.is_none_or(all_digits) {
+        return Err(AmountError::NotADecimal);
+    }
+    let significant = whole.trim_start_matches('0').len() + fraction.map_or(0, str::len);
+    if significant > DIGITS_MAX {
+        return Err(AmountError::OutOfRange);
+    }
+    Decimal::from_str(text).map_err(|_| AmountError::OutOfRange)
+}
+
+/// A decimal as a request carries it: a JSON string (`"10.50"`) or an exact JSON number (`10.50`).
+/// Read through `serde_json`'s arbitrary precision, so a number never passes through `f64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct WireDecimal(pub Decimal);
+
+impl From<WireDecimal> for String {
+    fn from(value: WireDecimal) -> String {
+        value.0.to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for WireDecimal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let text = match &value {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Number(number) => number.to_string(),
+            _ => return Err(serde::de::Error::custom("expected a decimal as a string or a number")),
+        };
+        parse_decimal(&text).map(WireDecimal).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A strictly positive amount with at most its asset's decimal places, held at exactly that scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(Decimal);
+
+impl Amount {
+    pub fn parse(value: Decimal, scale: Scale) -> Result<Amount, AmountError> {
+        if value <= Decimal::ZERO {
+            return Err(AmountError::NotPositive);
+        }
+        scale.fit(value).map(Amount)
+    }
+
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+/// A limit or fee that may be zero but never negative, at exactly the asset's scale.
+pub fn parse_non_negative(value: Decimal, scale: Scale) -> Result<Decimal, AmountError> {
+    if value < Decimal::ZERO {
+        return Err(AmountError::Negative);
+    }
+    scale.fit(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(text: &str) -> Decimal {
+        Decimal::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn parse_decimal_accepts_plain_decimals_only() {
+        assert_eq!(parse_decimal("10.50"), Ok(dec("10.50")));
+        assert_eq!(parse_decimal("-3"), Ok(dec("-3")));
+        for refused in ["", "1e3", "1E3", "NaN", "Infinity", "+1", ".5", "5.", "1 ", " 1", "0x10", "1.2.3", "--1", "١"] {
+            assert_eq!(parse_decimal(refused), Err(AmountError::NotADecimal), "{refused:?}");
+        }
+        assert_eq!(parse_decimal(&"9".repeat(29)), Err(AmountError::OutOfRange));
+    }
+
+    #[test]
+    fn amounts_are_positive_and_fit_the_scale() {
+        let two = Scale::new(2).unwrap();
+        assert_eq!(Amount::parse(dec("10.5"), two).unwrap().value().to_string(), "10.50");
+        assert_eq!(Amount::parse(dec("0"), two), Err(AmountError::NotPositive));
+        assert_eq!(Amount::parse(dec("-1"), two), Err(AmountError::NotPositive));
+        assert_eq!(Amount::parse(dec("1.005"), two), Err(AmountError::TooManyDecimals { scale: 2 }));
+        assert_eq!(Amount::parse(dec("1.000"), two).unwrap().value().to_string(), "1.00");
+    }
+
+    #[test]
+    fn format_always_shows_the_scale() {
+        assert_eq!(Scale::new(2).unwrap().format(dec("5")), "5.00");
+        assert_eq!(Scale::new(0).unwrap().format(dec("7")), "7");
+        assert_eq!(Scale::new(2).unwrap().round_half_up(dec("1.005")).to_string(), "1.01");
+        assert_eq!(Scale::new(2).unwrap().round_half_up(dec("-1.005")).to_string(), "-1.01");
+    }
+
+    #[test]
+    fn wire_decimal_reads_strings_and_exact_numbers() {
+        let from_number: WireDecimal = serde_json::from_str("10.10").unwrap();
+        assert_eq!(from_number.0.to_string(), "10.10");
+        let from_string: WireDecimal = serde_json::from_str("\"0.000000000000000001\"").unwrap();
+        assert_eq!(from_string.0, dec("0.000000000000000001"));
+        assert!(serde_json::from_str::<WireDecimal>("1e2").is_err());
+        assert!(serde_json::from_str::<WireDecimal>("true").is_err());
+        assert!(serde_json::from_str::<WireDecimal>("\"NaN\"").is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Wallets: state, events and the wallet Decider (open, debit, credit, freeze, unfreeze, close).
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::asset::AssetCode;
+use crate::ledger::DomainError;
+use crate::money::{Amount, Scale};
+use crate::transfer::{TransferId, TransferKind};
+
+/// Length of an owner id at most, in characters.
+pub const OWNER_ID_LENGTH_MAX: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WalletId(pub Uuid);
+
+impl fmt::Display for WalletId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+/// Who a wallet belongs to: a user of the client application, or the asset itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalletKind {
+    User,
+    Treasury,
+    Revenue,
+    Fees,
+}
+
+impl WalletKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalletKind::User => "user",
+            WalletKind::Treasury => "treasury",
+            WalletKind::Revenue => "revenue",
+            WalletKind::Fees => "fees",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalletStatus {
+    Active,
+    /// No debits and no credits until unfrozen.
+    Frozen,
+    /// Terminal; only reached with a zero balance.
+    Closed,
+}
+
+impl WalletStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalletStatus::Active => "active",
+            WalletStatus::Frozen => "frozen",
+            WalletStatus::Closed => "closed",
+        }
+    }
+}
+
+/// A wallet stream's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Wallet {
+    #[default]
+    Unopened,
+    Open(OpenWallet),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenWallet {
+    pub wallet_id: WalletId,
+    pub owner_id: String,
+    pub asset: AssetCode,
+    pub scale: Scale,
+    pub kind: WalletKind,
+    pub status: WalletStatus,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub balance: Decimal,
+    /// How far below zero the balance may go; `None` is unlimited (the treasury).
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub overdraft_limit: Option<Decimal>,
+}
+
+impl OpenWallet {
+    /// What a debit may take: balance plus overdraft; `None` is unlimited.
+    pub fn available(&self) -> Option<Decimal> {
+        self.overdraft_limit.map(|limit| self.balance + limit)
+    }
+
+    fn ensure_movable(&self) -> Result<(), DomainError> {
+        match self.status {
+            WalletStatus::Active => Ok(()),
+            WalletStatus::Frozen => Err(DomainError::WalletFrozen { wallet_id: self.wallet_id }),
+            WalletStatus::Closed => Err(DomainError::WalletClosed { wallet_id: self.wallet_id }),
+        }
+    }
+}
+
+/// One side of a transfer leg, as a wallet stream records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub transfer_id: TransferId,
+    pub kind: TransferKind,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub balance_after: Decimal,
+    pub counterparty_wallet_id: WalletId,
+    /// Index of the leg in its transfer, so that a transfer with two legs between the same wallets stays readable.
+    pub leg: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletOpened {
+    pub wallet_id: WalletId,
+    pub owner_id: String,
+    pub asset: AssetCode,
+    pub scale: Scale,
+    pub kind: WalletKind,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub overdraft_limit: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+}
+
+/// Events of a wallet stream (`wallet-{uuid}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum WalletEvent {
+    WalletOpened(WalletOpened),
+    WalletDebited(Posting),
+    WalletCredited(Posting),
+    WalletFrozen(StatusChange),
+    WalletUnfrozen(StatusChange),
+    WalletClosed(StatusChange),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalletCommand {
+    Open(WalletOpened),
+    Debit { transfer_id: TransferId, kind: TransferKind, amount: Amount, counterparty_wallet_id: WalletId, leg: u16 },
+    Credit { transfer_id: TransferId, kind: TransferKind, amount: Amount, counterparty_wallet_id: WalletId, leg: u16 },
+    Freeze { reason: Option<String> },
+    Unfreeze { reason: Option<String> },
+    Close { reason: Option<String> },
+}
+
+pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEvent>, DomainError> {
+    let open = match (wallet, command) {
+        (Wallet::Unopened, WalletCommand::Open(opened)) => return Ok(vec![WalletEvent::WalletOpened(opened.clone())]),
+        (Wallet::Open(open), WalletCommand::Open(_)) => return Err(DomainError::WalletExists { wallet_id: open.wallet_id }),
+        (Wallet::Unopened, _) => return Err(DomainError::WalletNotFound { wallet_id: None }),
+        (Wallet::Open(open), _) => open,
+    };
+    match command {
+        WalletCommand::Open(_) => unreachable!("handled above"),
+        WalletCommand::Debit { transfer_id, kind, amount, counterparty_wallet_id, leg } => {
+            open.ensure_movable()?;
+            let balance_after = open.balance.checked_sub(amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+            if let Some(limit) = open.overdraft_limit {
+                if balance_after < -limit {
+                    return Err(DomainError::InsufficientFunds {
+                        wallet_id: open.wallet_id,
+                        available: open.scale.format(open.balance + limit),
+                        requested: open.scale.format(amount.value()),
+                    });
+                }
+            }
+            Ok(vec![WalletEvent::WalletDebited(Posting {
+                transfer_id: *transfer_id,
+                kind: *kind,
+                amount: amount.value(),
+                balance_after,
+                counterparty_wallet_id: *counterparty_wallet_id,
+                leg: *leg,
+            })])
+        }
+        WalletCommand::Credit { transfer_id, kind, amount, counterparty_wallet_id, leg } => {
+            open.ensure_movable()?;
+            let balance_after = open.balance.checked_add(amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+            Ok(vec![WalletEvent::WalletCredited(Posting {
+                transfer_id: *transfer_id,
+                kind: *kind,
+                amount: amount.value(),
+                balance_after,
+                counterparty_wallet_id: *counterparty_wallet_id,
+                leg: *leg,
+            })])
+        }
+        WalletCommand::Freeze { reason } => {
+            ensure_user_wallet(open)?;
+            match open.status {
+                WalletStatus::Active => Ok(vec![WalletEvent::WalletFrozen(StatusChange { reason: reason.clone() })]),
+                WalletStatus::Frozen => Ok(vec![]),
+                WalletStatus::Closed => Err(DomainError::WalletClosed { wallet_id: open.wallet_id }),
+            }
+        }
+        WalletCommand::Unfreeze { reason } => {
+            ensure_user_wallet(open)?;
+            match open.status {
+                WalletStatus::Frozen => Ok(vec![WalletEvent::WalletUnfrozen(StatusChange { reason: reason.clone() })]),
+                WalletStatus::Active => Ok(vec![]),
+                WalletStatus::Closed => Err(DomainError::WalletClosed { wallet_id: open.wallet_id }),
+            }
+        }
+        WalletCommand::Close { reason } => {
+            ensure_user_wallet(open)?;
+            match open.status {
+                WalletStatus::Closed => Ok(vec![]),
+                _ if !open.balance.is_zero() => Err(DomainError::WalletNotEmpty {
+                    wallet_id: open.wallet_id,
+                    balance: open.scale.format(open.balance),
+                }),
+                _ => Ok(vec![WalletEvent::WalletClosed(StatusChange { reason: reason.clone() })]),
+            }
+        }
+    }
+}
+
+/// System wallets carry the asset's own books; freezing or closing one would stop the asset.
+fn ensure_user_wallet(open: &OpenWallet) -> Result<(), DomainError> {
+    if open.kind != WalletKind::User {
+        return Err(DomainError::validation("wallet_id", "system wallets cannot be frozen, unfrozen or closed"));
+    }
+    Ok(())
+}
+
+/// # Panics
+/// On an event that cannot follow the state: the stream is corrupt.
+pub fn evolve(wallet: Wallet, event: &WalletEvent) -> Wallet {
+    match (wallet, event) {
+        (Wallet::Unopened, WalletEvent::WalletOpened(opened)) => Wallet::Open(OpenWallet {
+            wallet_id: opened.wallet_id,
+            owner_id: opened.owner_id.clone(),
+            asset: opened.asset.clone(),
+            scale: opened.scale,
+            kind: opened.kind,
+            status: WalletStatus::Active,
+            balance: zero_at(opened.scale),
+            overdraft_limit: opened.overdraft_limit,
+        }),
+        (Wallet::Open(open), WalletEvent::WalletOpened(_)) => panic!("corrupt stream wallet-{}: opened twice", open.wallet_id),
+        (Wallet::Unopened, event) => panic!("corrupt wallet stream: {event:?} before WalletOpened"),
+        (Wallet::Open(mut open), event) => {
+            match event {
+                WalletEvent::WalletOpened(_) => unreachable!("handled above"),
+                WalletEvent::WalletDebited(posting) | WalletEvent::WalletCredited(posting) => open.balance = posting.balance_after,
+                WalletEvent::WalletFrozen(_) => open.status = WalletStatus::Frozen,
+                WalletEvent::WalletUnfrozen(_) => open.status = WalletStatus::Active,
+                WalletEvent::WalletClosed(_) => open.status = WalletStatus::Closed,
+            }
+            Wallet::Open(open)
+        }
+    }
+}
+
+/// Zero with the asset's decimal places, so that balances always print at the asset's scale.
+pub fn zero_at(scale: Scale) -> Decimal {
+    Decimal::new(0, scale.places())
+}
