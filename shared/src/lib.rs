@@ -6,6 +6,7 @@
 //! - [`transfer`]: the transfer aggregate (legs, reversals and their cap).
 //! - [`ledger`]: the top-level [`ledger::Command`], [`ledger::decide`] and [`ledger::World`] that compose the aggregates.
 //! - [`envelope`]: stream ids, the stored event envelope, canonical JSON and the hash chain.
+//! - [`notification`]: the NATS subject, stream and message id of "events appended" notifications.
 //! - [`api`]: request and response bodies and problem codes shared by the services.
 
 pub mod api;
@@ -13,5 +14,6 @@ pub mod asset;
 pub mod envelope;
 pub mod ledger;
 pub mod money;
+pub mod notification;
 pub mod transfer;
 pub mod wallet;

@@ -1,0 +1,26 @@
+//! The NATS notification contract between command-service (publisher) and projector (consumer).
+//! Notifications carry no truth, only "the log has grown to at least `position`".
+
+use serde::{Deserialize, Serialize};
+
+/// What command-service publishes after each commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// The global position of the last event of the committed batch.
+    pub position: i64,
+}
+
+/// Subject of [`Appended`] notifications under a stack's `NATS_SUBJECT_PREFIX`.
+pub fn appended_subject(prefix: &str) -> String {
+    format!("{prefix}.events.appended")
+}
+
+/// The JetStream stream that keeps recent notifications (names may not contain `.`).
+pub fn stream_name(prefix: &str) -> String {
+    format!("{}_events", prefix.replace(['.', '*', '>', ' '], "_"))
+}
+
+/// `Nats-Msg-Id` of a notification, so that JetStream drops a republished duplicate.
+pub fn message_id(position: i64) -> String {
+    format!("appended-{position}")
+}
