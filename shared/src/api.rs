@@ -183,30 +183,45 @@ impl From<&DomainError> for Problem {
     fn from(error: &DomainError) -> Problem {
         let detail = error.to_string();
         match error {
-            DomainError::Validation { field, .. } => Problem::new(ProblemCode::ValidationFailed, detail).with("field", field),
-            DomainError::InvalidAmount { field, .. } => Problem::new(ProblemCode::InvalidAmount, detail).with("field", field),
+            DomainError::Validation { field, .. } => {
+                Problem::new(ProblemCode::ValidationFailed, detail).with("field", field)
+            }
+            DomainError::InvalidAmount { field, .. } => {
+                Problem::new(ProblemCode::InvalidAmount, detail).with("field", field)
+            }
             DomainError::AmountOutOfRange => Problem::new(ProblemCode::InvalidAmount, detail),
             DomainError::AssetNotFound { code } => Problem::new(ProblemCode::AssetNotFound, detail).with("asset", code),
             DomainError::WalletNotFound { wallet_id } => match wallet_id {
-                Some(id) => Problem::new(ProblemCode::WalletNotFound, format!("wallet {id} not found")).with("wallet_id", id),
+                Some(id) => {
+                    Problem::new(ProblemCode::WalletNotFound, format!("wallet {id} not found")).with("wallet_id", id)
+                }
                 None => Problem::new(ProblemCode::WalletNotFound, detail),
             },
             DomainError::TransferNotFound { transfer_id } => match transfer_id {
-                Some(id) => Problem::new(ProblemCode::TransferNotFound, format!("transfer {id} not found")).with("transfer_id", id),
+                Some(id) => Problem::new(ProblemCode::TransferNotFound, format!("transfer {id} not found"))
+                    .with("transfer_id", id),
                 None => Problem::new(ProblemCode::TransferNotFound, detail),
             },
             DomainError::AssetExists { code } => Problem::new(ProblemCode::AssetExists, detail).with("asset", code),
-            DomainError::WalletExists { wallet_id } => Problem::new(ProblemCode::WalletExists, detail).with("wallet_id", wallet_id),
-            DomainError::AssetMismatch { from_asset, to_asset } => {
-                Problem::new(ProblemCode::AssetMismatch, detail).with("from_asset", from_asset).with("to_asset", to_asset)
+            DomainError::WalletExists { wallet_id } => {
+                Problem::new(ProblemCode::WalletExists, detail).with("wallet_id", wallet_id)
             }
+            DomainError::AssetMismatch { from_asset, to_asset } => Problem::new(ProblemCode::AssetMismatch, detail)
+                .with("from_asset", from_asset)
+                .with("to_asset", to_asset),
             DomainError::SameWallet => Problem::new(ProblemCode::SameWallet, detail),
-            DomainError::InsufficientFunds { wallet_id, available, requested } => Problem::new(ProblemCode::InsufficientFunds, detail)
-                .with("wallet_id", wallet_id)
-                .with("available", available)
-                .with("requested", requested),
-            DomainError::WalletFrozen { wallet_id } => Problem::new(ProblemCode::WalletFrozen, detail).with("wallet_id", wallet_id),
-            DomainError::WalletClosed { wallet_id } => Problem::new(ProblemCode::WalletClosed, detail).with("wallet_id", wallet_id),
+            DomainError::InsufficientFunds { wallet_id, available, requested } => {
+                Problem::new(ProblemCode::InsufficientFunds, detail)
+                    .with("wallet_id", wallet_id)
+                    .with("available", available)
+                    .with("requested", requested)
+            }
+            DomainError::WalletFrozen { wallet_id } => {
+                Problem::new(ProblemCode::WalletFrozen, detail).with("wallet_id", wallet_id)
+            }
+            DomainError::WalletClosed { wallet_id } => {
+                Problem::new(ProblemCode::WalletClosed, detail).with("wallet_id", wallet_id)
+            }
             DomainError::WalletNotEmpty { wallet_id, balance } => {
                 Problem::new(ProblemCode::WalletNotEmpty, detail).with("wallet_id", wallet_id).with("balance", balance)
             }

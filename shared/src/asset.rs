@@ -75,7 +75,8 @@ impl FeePolicy {
             return Err(DomainError::validation("cash_in_fee.percent", "must be between 0 and 100"));
         }
         let money = |field: &'static str, value: Decimal| {
-            crate::money::parse_non_negative(value, scale).map_err(|error| DomainError::validation(field, &error.to_string()))
+            crate::money::parse_non_negative(value, scale)
+                .map_err(|error| DomainError::validation(field, &error.to_string()))
         };
         let fixed = money("cash_in_fee.fixed", self.fixed)?;
         let min = self.min.map(|min| money("cash_in_fee.min", min)).transpose()?;

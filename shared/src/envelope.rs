@@ -65,13 +65,21 @@ impl Event {
     /// The stored type name and data of this event.
     pub fn to_stored(&self) -> (String, serde_json::Value) {
         let tagged = serde_json::to_value(self).expect("events serialize to JSON");
-        let serde_json::Value::Object(mut fields) = tagged else { unreachable!("events are adjacently tagged objects") };
-        let Some(serde_json::Value::String(event_type)) = fields.remove("type") else { unreachable!("events carry a type") };
+        let serde_json::Value::Object(mut fields) = tagged else {
+            unreachable!("events are adjacently tagged objects")
+        };
+        let Some(serde_json::Value::String(event_type)) = fields.remove("type") else {
+            unreachable!("events carry a type")
+        };
         (event_type, fields.remove("data").unwrap_or(serde_json::Value::Null))
     }
 
     /// Reads a stored event of `stream`. This is where an old event version would be upcast.
-    pub fn from_stored(stream: &StreamId, event_type: &str, data: serde_json::Value) -> Result<Event, serde_json::Error> {
+    pub fn from_stored(
+        stream: &StreamId,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Result<Event, serde_json::Error> {
         let tagged = serde_json::json!({ "type": event_type, "data": data });
         Ok(match stream {
             StreamId::Asset(_) => Event::Asset(serde_json::from_value(tagged)?),
@@ -251,7 +259,11 @@ mod tests {
 
     #[test]
     fn stream_ids_round_trip() {
-        for text in ["asset-GOLD", "wallet-0192f0c1-8a7e-7d00-8000-000000000001", "transfer-0192f0c1-8a7e-7d00-8000-000000000002"] {
+        for text in [
+            "asset-GOLD",
+            "wallet-0192f0c1-8a7e-7d00-8000-000000000001",
+            "transfer-0192f0c1-8a7e-7d00-8000-000000000002",
+        ] {
             assert_eq!(text.parse::<StreamId>().unwrap().to_string(), text);
         }
         for bad in ["asset-gold", "wallet-x", "thing-1", "wallet"] {

@@ -8,7 +8,9 @@ use rust_decimal::Decimal;
 use crate::asset::{self, Asset, AssetCode, AssetDefinition, DefineAsset};
 use crate::envelope::{Change, Event, StreamId};
 use crate::money::{Amount, AmountError};
-use crate::transfer::{self, Leg, LegRole, Transfer, TransferCommand, TransferId, TransferKind, TransferRecorded, TransferReversed};
+use crate::transfer::{
+    self, Leg, LegRole, Transfer, TransferCommand, TransferId, TransferKind, TransferRecorded, TransferReversed,
+};
 use crate::wallet::{self, OpenWallet, Wallet, WalletCommand, WalletId, WalletKind, WalletOpened};
 
 /// Why a command was refused. Each variant maps to one stable problem code (see [`crate::api::ProblemCode`]).
@@ -212,7 +214,9 @@ pub fn dependencies(world: &World, command: &Command) -> Vec<Dependency> {
             needed.push(Dependency::Stream(StreamId::Asset(open.asset.clone())));
             if let Some(Asset::Defined(definition)) = world.assets.get(&open.asset) {
                 let system = definition.system_wallets;
-                needed.extend([system.treasury, system.revenue, system.fees].map(|id| Dependency::Stream(StreamId::Wallet(id))));
+                needed.extend(
+                    [system.treasury, system.revenue, system.fees].map(|id| Dependency::Stream(StreamId::Wallet(id))),
+                );
             }
         }
     };
@@ -220,7 +224,9 @@ pub fn dependencies(world: &World, command: &Command) -> Vec<Dependency> {
         Command::DefineAsset(define) => {
             needed.push(Dependency::Stream(StreamId::Asset(define.code.clone())));
             let system = define.system_wallets;
-            needed.extend([system.treasury, system.revenue, system.fees].map(|id| Dependency::Stream(StreamId::Wallet(id))));
+            needed.extend(
+                [system.treasury, system.revenue, system.fees].map(|id| Dependency::Stream(StreamId::Wallet(id))),
+            );
         }
         Command::OpenWallet { wallet_id, owner_id, asset, .. } => {
             needed.push(Dependency::Stream(StreamId::Wallet(*wallet_id)));
@@ -265,7 +271,12 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
             let asset = world.asset(&wallet.asset)?;
             let amount = Amount::parse(*amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
             let system = asset.system_wallets;
-            let principal = |from, to| Leg { from_wallet_id: from, to_wallet_id: to, amount: amount.value(), role: LegRole::Principal };
+            let principal = |from, to| Leg {
+                from_wallet_id: from,
+                to_wallet_id: to,
+                amount: amount.value(),
+                role: LegRole::Principal,
+            };
             let mut fee = wallet::zero_at(asset.scale);
             let legs = match kind {
                 TransferKind::Topup | TransferKind::Bonus => vec![principal(system.treasury, *wallet_id)],
@@ -277,7 +288,12 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
                         fee = policy.fee(amount.value(), asset.scale).map_err(DomainError::invalid_amount("amount"))?;
                     }
                     if !fee.is_zero() {
-                        legs.push(Leg { from_wallet_id: *wallet_id, to_wallet_id: system.fees, amount: fee, role: LegRole::Fee });
+                        legs.push(Leg {
+                            from_wallet_id: *wallet_id,
+                            to_wallet_id: system.fees,
+                            amount: fee,
+                            role: LegRole::Fee,
+                        });
                     }
                     legs
                 }
@@ -313,13 +329,25 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
             }
             let asset = world.asset(&from.asset)?;
             let amount = Amount::parse(*amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
-            let mut legs = vec![Leg { from_wallet_id: *from_wallet_id, to_wallet_id: *to_wallet_id, amount: amount.value(), role: LegRole::Principal }];
+            let mut legs = vec![Leg {
+                from_wallet_id: *from_wallet_id,
+                to_wallet_id: *to_wallet_id,
+                amount: amount.value(),
+                role: LegRole::Principal,
+            }];
             let fee = match fee {
-                Some(fee) => crate::money::parse_non_negative(*fee, asset.scale).map_err(DomainError::invalid_amount("fee"))?,
+                Some(fee) => {
+                    crate::money::parse_non_negative(*fee, asset.scale).map_err(DomainError::invalid_amount("fee"))?
+                }
                 None => wallet::zero_at(asset.scale),
             };
             if !fee.is_zero() {
-                legs.push(Leg { from_wallet_id: *from_wallet_id, to_wallet_id: asset.system_wallets.fees, amount: fee, role: LegRole::Fee });
+                legs.push(Leg {
+                    from_wallet_id: *from_wallet_id,
+                    to_wallet_id: asset.system_wallets.fees,
+                    amount: fee,
+                    role: LegRole::Fee,
+                });
             }
             record(
                 world,
@@ -390,10 +418,16 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
 fn define_asset(world: &World, define: &DefineAsset) -> Result<Vec<Change>, DomainError> {
     let state = world.assets.get(&define.code).cloned().unwrap_or_default();
     let events = asset::decide(&state, define)?;
-    let mut changes: Vec<Change> =
-        events.into_iter().map(|event| Change { stream: StreamId::Asset(define.code.clone()), event: Event::Asset(event) }).collect();
+    let mut changes: Vec<Change> = events
+        .into_iter()
+        .map(|event| Change { stream: StreamId::Asset(define.code.clone()), event: Event::Asset(event) })
+        .collect();
     let system = define.system_wallets;
-    for (wallet_id, kind) in [(system.treasury, WalletKind::Treasury), (system.revenue, WalletKind::Revenue), (system.fees, WalletKind::Fees)] {
+    for (wallet_id, kind) in [
+        (system.treasury, WalletKind::Treasury),
+        (system.revenue, WalletKind::Revenue),
+        (system.fees, WalletKind::Fees),
+    ] {
         let opened = WalletOpened {
             wallet_id,
             owner_id: format!("system:{}", define.code),
@@ -422,7 +456,8 @@ fn open_wallet(
         return Err(DomainError::WalletExists { wallet_id: *existing });
     }
     let overdraft_limit = match overdraft_limit {
-        Some(limit) => crate::money::parse_non_negative(limit, definition.scale).map_err(DomainError::invalid_amount("overdraft_limit"))?,
+        Some(limit) => crate::money::parse_non_negative(limit, definition.scale)
+            .map_err(DomainError::invalid_amount("overdraft_limit"))?,
         None => wallet::zero_at(definition.scale),
     };
     let opened = WalletOpened {
@@ -452,9 +487,22 @@ fn record(world: &World, recorded: TransferRecorded) -> Result<Vec<Change>, Doma
     let mut touched: HashMap<WalletId, Wallet> = HashMap::new();
     for (index, leg) in legs.iter().enumerate() {
         let leg_index = u16::try_from(index).expect("a transfer has a handful of legs");
-        let amount = Amount::parse(leg.amount, world.wallet(leg.from_wallet_id)?.scale).map_err(DomainError::invalid_amount("amount"))?;
-        let debit = WalletCommand::Debit { transfer_id, kind, amount, counterparty_wallet_id: leg.to_wallet_id, leg: leg_index };
-        let credit = WalletCommand::Credit { transfer_id, kind, amount, counterparty_wallet_id: leg.from_wallet_id, leg: leg_index };
+        let amount = Amount::parse(leg.amount, world.wallet(leg.from_wallet_id)?.scale)
+            .map_err(DomainError::invalid_amount("amount"))?;
+        let debit = WalletCommand::Debit {
+            transfer_id,
+            kind,
+            amount,
+            counterparty_wallet_id: leg.to_wallet_id,
+            leg: leg_index,
+        };
+        let credit = WalletCommand::Credit {
+            transfer_id,
+            kind,
+            amount,
+            counterparty_wallet_id: leg.from_wallet_id,
+            leg: leg_index,
+        };
         for (wallet_id, command) in [(leg.from_wallet_id, debit), (leg.to_wallet_id, credit)] {
             world.wallet(wallet_id)?;
             let state = touched.remove(&wallet_id).unwrap_or_else(|| world.wallets[&wallet_id].clone());
@@ -468,5 +516,8 @@ fn record(world: &World, recorded: TransferRecorded) -> Result<Vec<Change>, Doma
 }
 
 fn wallet_changes(wallet_id: WalletId, events: Vec<wallet::WalletEvent>) -> Vec<Change> {
-    events.into_iter().map(|event| Change { stream: StreamId::Wallet(wallet_id), event: Event::Wallet(event) }).collect()
+    events
+        .into_iter()
+        .map(|event| Change { stream: StreamId::Wallet(wallet_id), event: Event::Wallet(event) })
+        .collect()
 }

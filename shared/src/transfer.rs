@@ -209,10 +209,13 @@ pub enum TransferCommand {
 
 pub fn decide(transfer: &Transfer, command: &TransferCommand) -> Result<Vec<TransferEvent>, DomainError> {
     match (transfer, command) {
-        (Transfer::Unrecorded, TransferCommand::Record(recorded)) => Ok(vec![TransferEvent::TransferRecorded(recorded.clone())]),
-        (Transfer::Recorded(recorded), TransferCommand::Record(_)) => {
-            Err(DomainError::validation("transfer_id", &format!("transfer {} is already recorded", recorded.transfer_id)))
+        (Transfer::Unrecorded, TransferCommand::Record(recorded)) => {
+            Ok(vec![TransferEvent::TransferRecorded(recorded.clone())])
         }
+        (Transfer::Recorded(recorded), TransferCommand::Record(_)) => Err(DomainError::validation(
+            "transfer_id",
+            &format!("transfer {} is already recorded", recorded.transfer_id),
+        )),
         (Transfer::Unrecorded, TransferCommand::Reverse(_)) => Err(DomainError::TransferNotFound { transfer_id: None }),
         (Transfer::Recorded(recorded), TransferCommand::Reverse(reversed)) => {
             if reversed.amount > recorded.remaining_amount() || reversed.fee > recorded.fee - recorded.reversed_fee {

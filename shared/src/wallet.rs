@@ -162,7 +162,9 @@ pub enum WalletCommand {
 pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEvent>, DomainError> {
     let open = match (wallet, command) {
         (Wallet::Unopened, WalletCommand::Open(opened)) => return Ok(vec![WalletEvent::WalletOpened(opened.clone())]),
-        (Wallet::Open(open), WalletCommand::Open(_)) => return Err(DomainError::WalletExists { wallet_id: open.wallet_id }),
+        (Wallet::Open(open), WalletCommand::Open(_)) => {
+            return Err(DomainError::WalletExists { wallet_id: open.wallet_id })
+        }
         (Wallet::Unopened, _) => return Err(DomainError::WalletNotFound { wallet_id: None }),
         (Wallet::Open(open), _) => open,
     };
@@ -253,12 +255,16 @@ pub fn evolve(wallet: Wallet, event: &WalletEvent) -> Wallet {
             balance: zero_at(opened.scale),
             overdraft_limit: opened.overdraft_limit,
         }),
-        (Wallet::Open(open), WalletEvent::WalletOpened(_)) => panic!("corrupt stream wallet-{}: opened twice", open.wallet_id),
+        (Wallet::Open(open), WalletEvent::WalletOpened(_)) => {
+            panic!("corrupt stream wallet-{}: opened twice", open.wallet_id)
+        }
         (Wallet::Unopened, event) => panic!("corrupt wallet stream: {event:?} before WalletOpened"),
         (Wallet::Open(mut open), event) => {
             match event {
                 WalletEvent::WalletOpened(_) => unreachable!("handled above"),
-                WalletEvent::WalletDebited(posting) | WalletEvent::WalletCredited(posting) => open.balance = posting.balance_after,
+                WalletEvent::WalletDebited(posting) | WalletEvent::WalletCredited(posting) => {
+                    open.balance = posting.balance_after
+                }
                 WalletEvent::WalletFrozen(_) => open.status = WalletStatus::Frozen,
                 WalletEvent::WalletUnfrozen(_) => open.status = WalletStatus::Active,
                 WalletEvent::WalletClosed(_) => open.status = WalletStatus::Closed,
