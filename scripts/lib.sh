@@ -1,0 +1,292 @@
+# shellcheck shell=bash
+# Helpers shared by scripts/run, scripts/test and scripts/demo-data: sourced, never run.
+#
+# ensure_postgres and ensure_nats find (or install and start) the infrastructure Tally needs,
+# fast and without side effects when it already runs, and never wait without a bound.
+set -euo pipefail
+
+TALLY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Everything a run leaves behind (logs, pid files, the NATS store, dev tokens) lives here; it is gitignored.
+TALLY_STATE_DIR="${TALLY_STATE_DIR:-$TALLY_ROOT/.tally}"
+
+# Where a local Postgres or NATS is looked for, and started when missing.
+TALLY_PG_HOST="${TALLY_PG_HOST:-127.0.0.1}"
+TALLY_PG_PORT="${TALLY_PG_PORT:-5432}"
+# The role created when the current user cannot log in over TCP; it matches docker-compose.yml.
+TALLY_PG_ROLE=tally
+TALLY_PG_PASSWORD=tally
+
+# Bounds on every wait, in seconds.
+PG_START_TIMEOUT_S="${PG_START_TIMEOUT_S:-60}"
+NATS_START_TIMEOUT_S="${NATS_START_TIMEOUT_S:-20}"
+# apt can be slow on a cold cache, but never this slow unless something is wrong.
+APT_TIMEOUT_S="${APT_TIMEOUT_S:-900}"
+
+# ---- Output ------------------------------------------------------------------------------------
+
+if [[ -t 2 && -z "${NO_COLOR:-}" ]]; then
+    _bold=$'\e[1m' _red=$'\e[31m' _yellow=$'\e[33m' _reset=$'\e[0m'
+else
+    _bold='' _red='' _yellow='' _reset=''
+fi
+
+info() { printf '%s==>%s %s\n' "$_bold" "$_reset" "$*" >&2; }
+warn() { printf '%swarning:%s %s\n' "$_yellow" "$_reset" "$*" >&2; }
+die() {
+    printf '%serror:%s %s\n' "$_red" "$_reset" "$*" >&2
+    exit 1
+}
+
+# ---- Small tools -------------------------------------------------------------------------------
+
+# port_open HOST PORT: something accepts TCP connections there (answers within 2 s).
+port_open() {
+    # shellcheck disable=SC2016 # $1 and $2 expand in the inner bash, which gets them as arguments.
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: run COMMAND every 0.25 s until it succeeds; fail after SECONDS.
+wait_until() {
+    local seconds="$1" description="$2"
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@"; do
+        if ((SECONDS >= deadline)); then
+            warn "gave up after ${seconds}s waiting for $description"
+            return 1
+        fi
+        sleep 0.25
+    done
+}
+
+# as_root COMMAND...: run COMMAND as root (directly, or through non-interactive sudo).
+as_root() {
+    if ((EUID == 0)); then
+        "$@"
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        die "need root to run: $* (run as root, or set up passwordless sudo)"
+    fi
+}
+
+# as_postgres COMMAND...: run COMMAND as the postgres OS user, which owns a Debian cluster.
+as_postgres() {
+    if ((EUID == 0)); then
+        (cd / && runuser -u postgres -- "$@")
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        (cd / && sudo -n -u postgres "$@")
+    else
+        return 1
+    fi
+}
+
+_apt_updated=false
+# apt_install PACKAGE...: install the Debian packages that are not installed yet.
+apt_install() {
+    local missing=() package
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+    done
+    ((${#missing[@]} > 0)) || return 0
+    command -v apt-get >/dev/null || die "cannot install ${missing[*]}: this is not a Debian-like system (no apt-get)"
+    info "installing ${missing[*]} (Debian packages)"
+    if ! $_apt_updated; then
+        as_root timeout "$APT_TIMEOUT_S" apt-get update -qq || die "apt-get update failed"
+        _apt_updated=true
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive timeout "$APT_TIMEOUT_S" \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+        die "apt-get install ${missing[*]} failed"
+}
+
+# need_command COMMAND PACKAGE: make sure COMMAND exists, installing PACKAGE when it does not.
+need_command() {
+    command -v "$1" >/dev/null && return 0
+    apt_install "$2"
+    command -v "$1" >/dev/null || die "$1 still missing after installing $2"
+}
+
+# ---- Postgres ----------------------------------------------------------------------------------
+
+# pg_superuser URL: the URL logs in and its role is a superuser (sqlx::test creates databases and
+# keeps its bookkeeping in a schema of the database it connects to, which needs more than CREATEDB).
+pg_superuser() {
+    [[ "$(PGCONNECT_TIMEOUT=5 psql "$1" -X -w -Atqc 'select rolsuper from pg_roles where rolname = current_user' \
+        2>/dev/null)" == t ]]
+}
+
+# pg_reachable URL: the URL logs in.
+pg_reachable() {
+    PGCONNECT_TIMEOUT=5 psql "$1" -X -w -Atqc 'select 1' >/dev/null 2>&1
+}
+
+# _pg_local_cluster: "VERSION NAME PORT STATUS" of the local Debian cluster to use, if any: the one
+# configured for TALLY_PG_PORT, else the newest version's main, else the newest.
+_pg_local_cluster() {
+    command -v pg_lsclusters >/dev/null || return 0
+    pg_lsclusters -h 2>/dev/null | sort -V | awk -v port="$TALLY_PG_PORT" '
+        { line = $1 " " $2 " " $3 " " $4; last = line }
+        $3 == port { by_port = line }
+        $2 == "main" { main = line }
+        END { if (by_port != "") print by_port; else if (main != "") print main; else if (last != "") print last }'
+}
+
+# _pg_start_local: install Postgres when missing, then start its cluster (Debian's pg_ctlcluster).
+_pg_start_local() {
+    local cluster version name port status
+    cluster="$(_pg_local_cluster)"
+    if [[ -z "$cluster" ]]; then
+        apt_install postgresql postgresql-client
+        cluster="$(_pg_local_cluster)"
+        if [[ -z "$cluster" ]]; then
+            # The package creates a cluster, unless a policy told it not to; create one then.
+            version="$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)"
+            [[ -n "$version" ]] || die "postgresql installed, but no server version under /usr/lib/postgresql"
+            info "creating Postgres cluster $version/main"
+            as_root pg_createcluster "$version" main >/dev/null
+            cluster="$(_pg_local_cluster)"
+        fi
+    fi
+    read -r version name port status <<<"$cluster"
+    TALLY_PG_PORT="$port"
+    if [[ "$status" != online* ]]; then
+        info "starting Postgres cluster $version/$name on port $port"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start ||
+            die "could not start Postgres $version/$name; see /var/log/postgresql/postgresql-$version-$name.log"
+    fi
+    wait_until "$PG_START_TIMEOUT_S" "Postgres on $TALLY_PG_HOST:$port" \
+        pg_isready -q -h "$TALLY_PG_HOST" -p "$port" -t 2 ||
+        die "Postgres $version/$name did not accept connections; see /var/log/postgresql/postgresql-$version-$name.log"
+}
+
+# _pg_create_role: create (or repair) the tally superuser role through the postgres OS user's socket.
+_pg_create_role() {
+    info "creating Postgres role $TALLY_PG_ROLE (login, superuser) for local development"
+    as_postgres psql -X -q -p "$TALLY_PG_PORT" -v ON_ERROR_STOP=1 <<SQL >/dev/null
+DO \$\$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = '$TALLY_PG_ROLE') THEN
+        ALTER ROLE "$TALLY_PG_ROLE" WITH LOGIN SUPERUSER PASSWORD '$TALLY_PG_PASSWORD';
+    ELSE
+        CREATE ROLE "$TALLY_PG_ROLE" WITH LOGIN SUPERUSER PASSWORD '$TALLY_PG_PASSWORD';
+    END IF;
+END
+\$\$;
+SQL
+}
+
+# ensure_postgres: find a Postgres that Tally may use, starting or installing one when needed.
+# Sets TALLY_ADMIN_URL (a role that may create databases, connected to a maintenance database) and
+# TALLY_PG_BASE_URL (the same without a database, set only when the server is the local one found or
+# started here, so that app_database_url can name another database on it).
+ensure_postgres() {
+    need_command psql postgresql-client
+    need_command pg_isready postgresql-client
+
+    if [[ -n "${DATABASE_URL:-}" ]]; then
+        if pg_reachable "$DATABASE_URL"; then
+            pg_superuser "$DATABASE_URL" ||
+                warn "DATABASE_URL's role is not a superuser: #[sqlx::test] may fail to create its databases"
+            TALLY_ADMIN_URL="$DATABASE_URL"
+            TALLY_PG_BASE_URL=''
+            export TALLY_ADMIN_URL TALLY_PG_BASE_URL
+            return 0
+        fi
+        warn "DATABASE_URL is set but does not answer; looking for Postgres on $TALLY_PG_HOST:$TALLY_PG_PORT instead"
+    fi
+
+    if ! pg_isready -q -h "$TALLY_PG_HOST" -p "$TALLY_PG_PORT" -t 3; then
+        if port_open "$TALLY_PG_HOST" "$TALLY_PG_PORT"; then
+            # Either a Postgres that is starting up or something else entirely: give it a bounded while.
+            wait_until "$PG_START_TIMEOUT_S" "Postgres on $TALLY_PG_HOST:$TALLY_PG_PORT" \
+                pg_isready -q -h "$TALLY_PG_HOST" -p "$TALLY_PG_PORT" -t 2 ||
+                die "$TALLY_PG_HOST:$TALLY_PG_PORT is taken by something that is not a ready Postgres"
+        else
+            _pg_start_local
+        fi
+    fi
+
+    local user base
+    user="$(id -un)"
+    for base in "postgres://$user@$TALLY_PG_HOST:$TALLY_PG_PORT" \
+        "postgres://$TALLY_PG_ROLE:$TALLY_PG_PASSWORD@$TALLY_PG_HOST:$TALLY_PG_PORT"; do
+        if pg_superuser "$base/postgres"; then
+            TALLY_PG_BASE_URL="$base"
+            TALLY_ADMIN_URL="$base/postgres"
+            export TALLY_ADMIN_URL TALLY_PG_BASE_URL
+            return 0
+        fi
+    done
+
+    _pg_create_role ||
+        die "Postgres on $TALLY_PG_HOST:$TALLY_PG_PORT refuses $user and $TALLY_PG_ROLE, and the role could not be" \
+            "created as the postgres OS user; set DATABASE_URL to a superuser's URL"
+    base="postgres://$TALLY_PG_ROLE:$TALLY_PG_PASSWORD@$TALLY_PG_HOST:$TALLY_PG_PORT"
+    pg_superuser "$base/postgres" ||
+        die "created role $TALLY_PG_ROLE but cannot log in as it over TCP at $TALLY_PG_HOST:$TALLY_PG_PORT" \
+            "(check pg_hba.conf allows password or trust logins from 127.0.0.1)"
+    TALLY_PG_BASE_URL="$base"
+    TALLY_ADMIN_URL="$base/postgres"
+    export TALLY_ADMIN_URL TALLY_PG_BASE_URL
+}
+
+# app_database_url NAME: print the URL of database NAME on the server ensure_postgres found, creating
+# the database if it is missing. With a DATABASE_URL of the caller's, that URL is used as it is.
+app_database_url() {
+    local name="$1"
+    [[ "$name" =~ ^[a-z_][a-z0-9_]*$ ]] || die "invalid database name: $name"
+    if [[ -z "${TALLY_PG_BASE_URL:-}" ]]; then
+        printf '%s\n' "$TALLY_ADMIN_URL"
+        return 0
+    fi
+    if [[ "$(psql "$TALLY_ADMIN_URL" -X -w -Atqc "select 1 from pg_database where datname = '$name'")" != 1 ]]; then
+        info "creating database $name"
+        # A concurrent creator may win the race; the database exists either way.
+        psql "$TALLY_ADMIN_URL" -X -w -q -c "create database \"$name\"" >/dev/null 2>&1 ||
+            [[ "$(psql "$TALLY_ADMIN_URL" -X -w -Atqc "select 1 from pg_database where datname = '$name'")" == 1 ]] ||
+            die "could not create database $name"
+    fi
+    printf '%s/%s\n' "$TALLY_PG_BASE_URL" "$name"
+}
+
+# ---- NATS --------------------------------------------------------------------------------------
+
+# _nats_info HOST PORT: the INFO line a NATS server sends first on a new connection.
+_nats_info() {
+    # shellcheck disable=SC2016 # as in port_open
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && head -n 1 <&3' _ "$1" "$2" 2>/dev/null
+}
+
+# ensure_nats: find NATS (NATS_URL, default nats://127.0.0.1:4222), starting a local one with JetStream
+# when nothing answers. Exports NATS_URL.
+ensure_nats() {
+    NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
+    export NATS_URL
+    local host port server_info
+    if [[ "$NATS_URL" =~ ^(nats://)?([^:/@]+):([0-9]+)/?$ ]]; then
+        host="${BASH_REMATCH[2]}" port="${BASH_REMATCH[3]}"
+    else
+        warn "cannot check NATS_URL=$NATS_URL (expected nats://HOST:PORT); using it as it is"
+        return 0
+    fi
+
+    if ! port_open "$host" "$port"; then
+        [[ "$host" == 127.0.0.1 || "$host" == localhost ]] ||
+            die "NATS at $NATS_URL does not answer (only a local NATS is started by these scripts)"
+        need_command nats-server nats-server
+        local nats_dir="$TALLY_STATE_DIR/nats"
+        mkdir -p "$nats_dir/store"
+        info "starting nats-server with JetStream on 127.0.0.1:$port (store and log in ${nats_dir#"$TALLY_ROOT"/})"
+        # Its own session, so that Ctrl-C on a script does not stop it: it is infrastructure, reused by the next run.
+        setsid nats-server -a 127.0.0.1 -p "$port" -js -sd "$nats_dir/store" \
+            -l "$nats_dir/nats-server.log" -P "$nats_dir/nats-server.pid" </dev/null >>"$nats_dir/nats-server.out" 2>&1 &
+        wait_until "$NATS_START_TIMEOUT_S" "nats-server on 127.0.0.1:$port" port_open 127.0.0.1 "$port" ||
+            die "nats-server did not start; see $nats_dir/nats-server.log"
+    fi
+
+    server_info="$(_nats_info "$host" "$port" || true)"
+    [[ "$server_info" == INFO* ]] || die "$host:$port answers, but not as NATS"
+    [[ "$server_info" == *'"jetstream":true'* ]] ||
+        warn "NATS at $NATS_URL runs without JetStream (-js); notifications will not be de-duplicated"
+}
