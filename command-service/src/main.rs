@@ -1,1 +1,13 @@
-fn main() {}
+//! command-service binary: Config::parse → telemetry → App::build → run_until_stopped.
+
+use clap::Parser;
+use command_service::{connect, shutdown_signal, telemetry, App, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init_logs(&config.log_format);
+    let pool = connect(&config).await?;
+    let app = App::build(config, pool).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}

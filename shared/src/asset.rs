@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::DomainError;
-use crate::money::{AmountError, Scale};
+use crate::money::{from_units, mul_div_half_up, units_at, AmountError, Scale};
 use crate::wallet::WalletId;
 
 /// Length of an asset code at most, by `^[A-Z][A-Z0-9_]{0,15}$`.
@@ -61,9 +61,9 @@ pub struct FeePolicy {
     pub percent: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub fixed: Decimal,
-    #[serde(default, with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::money::optional_decimal", skip_serializing_if = "Option::is_none")]
     pub min: Option<Decimal>,
-    #[serde(default, with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::money::optional_decimal", skip_serializing_if = "Option::is_none")]
     pub max: Option<Decimal>,
 }
 
@@ -90,21 +90,22 @@ impl FeePolicy {
     }
 
     /// The fee on `amount` (already at `scale`). Zero means no fee leg.
+    /// Computed on whole units of the scale, so that nothing is rounded but the final half up.
     pub fn fee(&self, amount: Decimal, scale: Scale) -> Result<Decimal, AmountError> {
-        let proportional = amount
-            .checked_mul(self.percent)
-            .and_then(|product| product.checked_div(Decimal::ONE_HUNDRED))
-            .ok_or(AmountError::OutOfRange)?;
-        let mut fee = scale.round_half_up(proportional.checked_add(self.fixed).ok_or(AmountError::OutOfRange)?);
+        let units = |value: Decimal| units_at(value, scale).ok_or(AmountError::OutOfRange);
+        let amount_units = units(amount)?;
+        let percent = self.percent.normalize();
+        let percent_units = u128::try_from(percent.mantissa()).map_err(|_| AmountError::Negative)?;
+        let per_hundred = 10u128.checked_pow(percent.scale() + 2).ok_or(AmountError::OutOfRange)?;
+        let proportional = mul_div_half_up(amount_units, percent_units, per_hundred).ok_or(AmountError::OutOfRange)?;
+        let mut fee = proportional.checked_add(units(self.fixed)?).ok_or(AmountError::OutOfRange)?;
         if let Some(min) = self.min {
-            fee = fee.max(min);
+            fee = fee.max(units(min)?);
         }
         if let Some(max) = self.max {
-            fee = fee.min(max);
+            fee = fee.min(units(max)?);
         }
-        let mut capped = fee.min(amount);
-        capped.rescale(scale.places());
-        Ok(capped)
+        from_units(fee.min(amount_units), scale).ok_or(AmountError::OutOfRange)
     }
 }
 
@@ -155,6 +156,11 @@ pub struct DefineAsset {
 pub fn decide(asset: &Asset, command: &DefineAsset) -> Result<Vec<AssetEvent>, DomainError> {
     if let Asset::Defined(existing) = asset {
         return Err(DomainError::AssetExists { code: existing.code.clone() });
+    }
+    let SystemWallets { treasury, revenue, fees } = command.system_wallets;
+    if treasury == revenue || treasury == fees || revenue == fees {
+        // One stream cannot be opened as two wallets.
+        return Err(DomainError::validation("system_wallets", "must be three different wallets"));
     }
     let cash_in_fee = command.cash_in_fee.clone().map(|policy| policy.parse(command.scale)).transpose()?;
     Ok(vec![AssetEvent::AssetDefined(AssetDefinition {

@@ -37,7 +37,9 @@ impl Scale {
         }
         let mut fitted = normalized;
         fitted.rescale(self.0);
-        if fitted != value {
+        // `rescale` stops short of the scale when the digits would not fit in 96 bits: the value
+        // cannot be held at this scale, and taking it at a smaller one would later round balances.
+        if fitted.scale() != self.0 || fitted != value {
             return Err(AmountError::OutOfRange);
         }
         Ok(fitted)
@@ -153,12 +155,88 @@ impl fmt::Display for Amount {
     }
 }
 
+/// `a + b` exactly, or `None`. Past 96 bits, `rust_decimal` drops decimal places instead of failing;
+/// money must never round, so a sum that lost a place is refused.
+pub(crate) fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
+    a.checked_add(b).filter(|sum| sum.scale() >= a.scale().max(b.scale()))
+}
+
+/// `a - b` exactly, or `None` (see [`exact_add`]).
+pub(crate) fn exact_sub(a: Decimal, b: Decimal) -> Option<Decimal> {
+    a.checked_sub(b).filter(|difference| difference.scale() >= a.scale().max(b.scale()))
+}
+
+/// How many `10^-scale` units a non-negative `value` is, if it can be held exactly at `scale`.
+pub(crate) fn units_at(value: Decimal, scale: Scale) -> Option<u128> {
+    u128::try_from(scale.fit(value).ok()?.mantissa()).ok()
+}
+
+/// The decimal of `units` units of `10^-scale`, if it is representable.
+pub(crate) fn from_units(units: u128, scale: Scale) -> Option<Decimal> {
+    Decimal::try_from_i128_with_scale(i128::try_from(units).ok()?, scale.places()).ok()
+}
+
+/// `a × b ÷ c` rounded half up, exactly; `None` if `c` is zero or the quotient exceeds `u128`.
+/// A `Decimal` product keeps 28 digits, so `a × b` would be rounded once before the rounding
+/// that is asked for, and a fee could come out one unit off; 256 bits hold the product exactly.
+pub(crate) fn mul_div_half_up(a: u128, b: u128, c: u128) -> Option<u128> {
+    if c == 0 {
+        return None;
+    }
+    let half = |value: u128| (value >> 64, value & u128::from(u64::MAX));
+    let ((a_high, a_low), (b_high, b_low)) = (half(a), half(b));
+    let (middle, middle_carry) = (a_high * b_low).overflowing_add(a_low * b_high);
+    let (low, low_carry) = (a_low * b_low).overflowing_add(middle << 64);
+    let high = a_high * b_high + (middle >> 64) + (u128::from(middle_carry) << 64) + u128::from(low_carry);
+    // Long division one bit at a time, from the most significant bit of the 256-bit product.
+    let (mut quotient, mut remainder) = (0u128, 0u128);
+    for bit in (0..256u32).rev() {
+        let next = if bit >= 128 { (high >> (bit - 128)) & 1 } else { (low >> bit) & 1 };
+        let carry = remainder >> 127;
+        remainder = (remainder << 1) | next;
+        if quotient >> 127 != 0 {
+            return None;
+        }
+        quotient <<= 1;
+        if carry != 0 || remainder >= c {
+            remainder = remainder.wrapping_sub(c);
+            quotient |= 1;
+        }
+    }
+    if remainder >= c - remainder {
+        quotient = quotient.checked_add(1)?;
+    }
+    Some(quotient)
+}
+
 /// A limit or fee that may be zero but never negative, at exactly the asset's scale.
 pub fn parse_non_negative(value: Decimal, scale: Scale) -> Result<Decimal, AmountError> {
     if value < Decimal::ZERO {
         return Err(AmountError::Negative);
     }
     scale.fit(value)
+}
+
+/// Serde for `Option<Decimal>` as an optional string. Unlike `rust_decimal::serde::str_option`, it reads
+/// `null` inside internally tagged enums (stream snapshots), where serde buffers it as a unit.
+pub mod optional_decimal {
+    use std::str::FromStr;
+
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(decimal) => serializer.serialize_str(&decimal.to_string()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Decimal>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| Decimal::from_str(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 #[cfg(test)]

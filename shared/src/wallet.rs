@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::asset::AssetCode;
 use crate::ledger::DomainError;
-use crate::money::{Amount, Scale};
+use crate::money::{exact_add, exact_sub, Amount, Scale};
 use crate::transfer::{TransferId, TransferKind};
 
 /// Length of an owner id at most, in characters.
@@ -85,7 +85,7 @@ pub struct OpenWallet {
     #[serde(with = "rust_decimal::serde::str")]
     pub balance: Decimal,
     /// How far below zero the balance may go; `None` is unlimited (the treasury).
-    #[serde(with = "rust_decimal::serde::str_option")]
+    #[serde(with = "crate::money::optional_decimal")]
     pub overdraft_limit: Option<Decimal>,
 }
 
@@ -131,7 +131,7 @@ pub struct WalletOpened {
     pub asset: AssetCode,
     pub scale: Scale,
     pub kind: WalletKind,
-    #[serde(with = "rust_decimal::serde::str_option")]
+    #[serde(with = "crate::money::optional_decimal")]
     pub overdraft_limit: Option<Decimal>,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub metadata: serde_json::Value,
@@ -172,7 +172,7 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
         WalletCommand::Open(_) => unreachable!("handled above"),
         WalletCommand::Debit { transfer_id, kind, amount, counterparty_wallet_id, leg } => {
             open.ensure_movable()?;
-            let balance_after = open.balance.checked_sub(amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+            let balance_after = exact_sub(open.balance, amount.value()).ok_or(DomainError::AmountOutOfRange)?;
             if let Some(limit) = open.overdraft_limit {
                 if balance_after < -limit {
                     return Err(DomainError::InsufficientFunds {
@@ -193,7 +193,7 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
         }
         WalletCommand::Credit { transfer_id, kind, amount, counterparty_wallet_id, leg } => {
             open.ensure_movable()?;
-            let balance_after = open.balance.checked_add(amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+            let balance_after = exact_add(open.balance, amount.value()).ok_or(DomainError::AmountOutOfRange)?;
             Ok(vec![WalletEvent::WalletCredited(Posting {
                 transfer_id: *transfer_id,
                 kind: *kind,

@@ -1,0 +1,294 @@
+//! The Postgres event store: stream snapshots, the append itself, idempotency records and owner uniqueness.
+//! Every function here runs inside the caller's transaction; none commits.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Key of the transaction-scoped advisory lock every append takes before allocating positions,
+/// so that position order is commit order and a reader of `position > checkpoint` never skips
+/// an event that commits late (ARCHITECTURE.md, "Ordering").
+pub const APPEND_LOCK_KEY: i64 = 0x7461_6c6c_7901;
+
+/// A stream's last version, the position of its last event and its last hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamHead {
+    pub version: i64,
+    pub position: i64,
+    pub last_hash: [u8; 32],
+}
+
+impl StreamHead {
+    pub const EMPTY: StreamHead =
+        StreamHead { version: 0, position: 0, last_hash: tally_shared::envelope::GENESIS_HASH };
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedStream {
+    pub stream_id: String,
+    pub head: StreamHead,
+    pub state: serde_json::Value,
+}
+
+/// Reads the snapshots of `stream_ids`; with `lock`, takes their row locks in `stream_id` order,
+/// so that two appenders touching the same streams queue instead of deadlocking.
+#[tracing::instrument(skip_all, fields(streams = stream_ids.len(), lock))]
+pub async fn load_streams(
+    connection: &mut PgConnection,
+    stream_ids: &[String],
+    lock: bool,
+) -> anyhow::Result<Vec<LoadedStream>> {
+    let sql = if lock {
+        "SELECT stream_id, version, position, state, last_hash FROM streams
+         WHERE stream_id = ANY($1) ORDER BY stream_id FOR UPDATE"
+    } else {
+        "SELECT stream_id, version, position, state, last_hash FROM streams WHERE stream_id = ANY($1)"
+    };
+    let rows: Vec<(String, i64, i64, serde_json::Value, Vec<u8>)> =
+        sqlx::query_as(sql).bind(stream_ids).fetch_all(&mut *connection).await.context("load stream snapshots")?;
+    rows.into_iter()
+        .map(|(stream_id, version, position, state, last_hash)| {
+            let last_hash: [u8; 32] =
+                last_hash.try_into().map_err(|_| anyhow::anyhow!("snapshot of {stream_id} has a malformed hash"))?;
+            Ok(LoadedStream { stream_id, head: StreamHead { version, position, last_hash }, state })
+        })
+        .collect()
+}
+
+/// The user wallets of these `(owner_id, asset)` pairs that exist.
+pub async fn load_owners(
+    connection: &mut PgConnection,
+    pairs: &[(String, String)],
+) -> anyhow::Result<HashMap<(String, String), Uuid>> {
+    let (owners, assets): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
+    let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
+        "SELECT o.owner_id, o.asset, o.wallet_id FROM wallet_owners o
+         JOIN unnest($1::text[], $2::text[]) AS p(owner_id, asset) USING (owner_id, asset)",
+    )
+    .bind(&owners)
+    .bind(&assets)
+    .fetch_all(&mut *connection)
+    .await
+    .context("load wallet owners")?;
+    Ok(rows.into_iter().map(|(owner, asset, wallet)| ((owner, asset), wallet)).collect())
+}
+
+/// An idempotency key a command claims, with the fingerprint of its request.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub principal: String,
+    pub idempotency_key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// Claims keys by inserting placeholder records. A key another transaction holds makes this wait for
+/// that transaction: if it commits, the key is not claimed here and its stored answer is replayed
+/// (see [`stored_responses`]); if it rolls back, the key is claimed here. Returns the claimed keys.
+pub async fn claim_keys(
+    connection: &mut PgConnection,
+    claims: &[Claim],
+    now: DateTime<Utc>,
+) -> anyhow::Result<HashSet<(String, String)>> {
+    let principals: Vec<&str> = claims.iter().map(|claim| claim.principal.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|claim| claim.idempotency_key.as_str()).collect();
+    let fingerprints: Vec<&[u8]> = claims.iter().map(|claim| claim.fingerprint.as_slice()).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, created_at)
+         SELECT principal, idempotency_key, fingerprint, 0, 'null'::jsonb, $4
+         FROM unnest($1::text[], $2::text[], $3::bytea[]) AS c(principal, idempotency_key, fingerprint)
+         ON CONFLICT (principal, idempotency_key) DO NOTHING
+         RETURNING principal, idempotency_key",
+    )
+    .bind(&principals)
+    .bind(&keys)
+    .bind(&fingerprints)
+    .bind(now)
+    .fetch_all(&mut *connection)
+    .await
+    .context("claim idempotency keys")?;
+    Ok(rows.into_iter().collect())
+}
+
+/// A completed command's record.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub fingerprint: [u8; 32],
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+pub async fn stored_responses(
+    connection: &mut PgConnection,
+    keys: &[(String, String)],
+) -> anyhow::Result<HashMap<(String, String), StoredResponse>> {
+    let (principals, idempotency_keys): (Vec<String>, Vec<String>) = keys.iter().cloned().unzip();
+    let rows: Vec<(String, String, Vec<u8>, i16, serde_json::Value)> = sqlx::query_as(
+        "SELECT k.principal, k.idempotency_key, k.fingerprint, k.status, k.response FROM idempotency_keys k
+         JOIN unnest($1::text[], $2::text[]) AS p(principal, idempotency_key) USING (principal, idempotency_key)",
+    )
+    .bind(&principals)
+    .bind(&idempotency_keys)
+    .fetch_all(&mut *connection)
+    .await
+    .context("read stored responses")?;
+    rows.into_iter()
+        .map(|(principal, key, fingerprint, status, body)| {
+            let fingerprint: [u8; 32] = fingerprint
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("idempotency record has a malformed fingerprint"))?;
+            let status = u16::try_from(status).context("stored status")?;
+            Ok(((principal, key), StoredResponse { fingerprint, status, body }))
+        })
+        .collect()
+}
+
+/// An event ready to be stored: everything but its position.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub stream_id: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+    pub hash: [u8; 32],
+}
+
+/// Takes the append lock, then inserts `events` and returns each event's position by event id.
+/// The `(stream_id, version)` unique constraint rejects the whole transaction if any stream moved
+/// since its snapshot was read: that, not a check in Rust, is what stops a lost race.
+#[tracing::instrument(skip_all, fields(events = events.len()))]
+pub async fn append(connection: &mut PgConnection, events: &[NewEvent]) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *connection).await?;
+    let stream_ids: Vec<&str> = events.iter().map(|event| event.stream_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|event| event.version).collect();
+    let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+    let event_types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
+    let data: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.data)).collect();
+    let metadata: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.metadata)).collect();
+    let recorded_at: Vec<DateTime<Utc>> = events.iter().map(|event| event.recorded_at).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|event| event.hash.as_slice()).collect();
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[],
+                              $7::timestamptz[], $8::bytea[])
+         RETURNING event_id, position",
+    )
+    .bind(&stream_ids)
+    .bind(&versions)
+    .bind(&event_ids)
+    .bind(&event_types)
+    .bind(&data)
+    .bind(&metadata)
+    .bind(&recorded_at)
+    .bind(&hashes)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// A stream's new snapshot after an append.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub stream_id: String,
+    pub head: StreamHead,
+    pub state: serde_json::Value,
+}
+
+pub async fn save_snapshots(
+    connection: &mut PgConnection,
+    snapshots: &[Snapshot],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let stream_ids: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.stream_id.as_str()).collect();
+    let versions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.version).collect();
+    let positions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.position).collect();
+    let states: Vec<Json<&serde_json::Value>> = snapshots.iter().map(|snapshot| Json(&snapshot.state)).collect();
+    let hashes: Vec<&[u8]> = snapshots.iter().map(|snapshot| snapshot.head.last_hash.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
+         SELECT s.*, $6 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::jsonb[], $5::bytea[]) AS s
+         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, position = EXCLUDED.position,
+             state = EXCLUDED.state, last_hash = EXCLUDED.last_hash, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(&stream_ids)
+    .bind(&versions)
+    .bind(&positions)
+    .bind(&states)
+    .bind(&hashes)
+    .bind(now)
+    .execute(&mut *connection)
+    .await
+    .context("save stream snapshots")?;
+    Ok(())
+}
+
+/// The answer to store under a claimed key.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub principal: String,
+    pub idempotency_key: String,
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub position: Option<i64>,
+}
+
+pub async fn complete_keys(connection: &mut PgConnection, completions: &[Completion]) -> anyhow::Result<()> {
+    let principals: Vec<&str> = completions.iter().map(|completion| completion.principal.as_str()).collect();
+    let keys: Vec<&str> = completions.iter().map(|completion| completion.idempotency_key.as_str()).collect();
+    let statuses: Vec<i16> = completions.iter().map(|completion| completion.status as i16).collect();
+    let bodies: Vec<Json<&serde_json::Value>> = completions.iter().map(|completion| Json(&completion.body)).collect();
+    let positions: Vec<Option<i64>> = completions.iter().map(|completion| completion.position).collect();
+    sqlx::query(
+        "UPDATE idempotency_keys k SET status = c.status, response = c.response, position = c.position
+         FROM unnest($1::text[], $2::text[], $3::smallint[], $4::jsonb[], $5::bigint[])
+             AS c(principal, idempotency_key, status, response, position)
+         WHERE k.principal = c.principal AND k.idempotency_key = c.idempotency_key",
+    )
+    .bind(&principals)
+    .bind(&keys)
+    .bind(&statuses)
+    .bind(&bodies)
+    .bind(&positions)
+    .execute(&mut *connection)
+    .await
+    .context("store idempotent responses")?;
+    Ok(())
+}
+
+/// Records new user wallets; the primary key refuses a second wallet for one `(owner_id, asset)`.
+pub async fn insert_owners(connection: &mut PgConnection, owners: &[(String, String, Uuid)]) -> anyhow::Result<()> {
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let owner_ids: Vec<&str> = owners.iter().map(|(owner, _, _)| owner.as_str()).collect();
+    let assets: Vec<&str> = owners.iter().map(|(_, asset, _)| asset.as_str()).collect();
+    let wallet_ids: Vec<Uuid> = owners.iter().map(|(_, _, wallet)| *wallet).collect();
+    sqlx::query("INSERT INTO wallet_owners (owner_id, asset, wallet_id) SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])")
+        .bind(&owner_ids)
+        .bind(&assets)
+        .bind(&wallet_ids)
+        .execute(&mut *connection)
+        .await
+        .context("record wallet owners")?;
+    Ok(())
+}
+
+/// Deletes idempotency records older than `older_than`, at most `batch_size_max` of them.
+pub async fn expire_keys(pool: &sqlx::PgPool, older_than: DateTime<Utc>, batch_size_max: i64) -> anyhow::Result<u64> {
+    let result = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE ctid IN (
+             SELECT ctid FROM idempotency_keys WHERE created_at < $1 AND status <> 0 LIMIT $2)",
+    )
+    .bind(older_than)
+    .bind(batch_size_max)
+    .execute(pool)
+    .await
+    .context("expire idempotency keys")?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,892 @@
+//! Where IO meets the domain: load → decide → append → notify, for batches of concurrent commands.
+//!
+//! Every command goes through one queue to one appender task per process. The appender takes what has
+//! queued up (at most `batch_size_max`), decides the commands in order against the streams' current
+//! states — so many commands on one hot wallet are decided one after another against the state the
+//! previous one left — and appends all their events, snapshots and idempotency records in one
+//! transaction: one fsync for the whole batch (group commit). Each command keeps its own outcome:
+//! a rejected command writes nothing but its idempotency record.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use tally_shared::api::{
+    AssetDefinedView, BalanceView, FeePolicyView, LegView, Problem, ProblemCode, TransferView, WalletView,
+};
+use tally_shared::asset::{Asset, AssetCode};
+use tally_shared::envelope::{self, Change, Event, EventMetadata, HashedFields, StreamId};
+use tally_shared::ledger::{self, Command, Dependency, World};
+use tally_shared::transfer::{Transfer, TransferEvent};
+use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::event_store::{self, Claim, Completion, NewEvent, Snapshot, StreamHead};
+use crate::notify::Notifier;
+
+/// Rounds of dependency loading at most: a wallet names its asset, the asset its system wallets.
+const DEPENDENCY_ROUNDS_MAX: usize = 4;
+/// Immutable stream facts cached for navigation at most, before the cache starts over.
+const FACTS_ENTRIES_MAX: usize = 200_000;
+/// Pause before retrying a failed batch, doubled on each retry.
+const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(5);
+
+/// A command as the HTTP layer hands it over: parsed, validated, keyed.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub principal: String,
+    pub idempotency_key: String,
+    /// SHA-256 of method, path and canonical body.
+    pub fingerprint: [u8; 32],
+    pub command: Command,
+    /// `If-Match` on the command's subject wallet.
+    pub expected_version: Option<i64>,
+    pub request_id: Option<String>,
+}
+
+/// The answer to a command: a status and a JSON body, stored under its idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub replayed: bool,
+}
+
+/// Why a command got no stored answer. None of these is stored: the client may retry with the same key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("a request with this idempotency key is still being processed")]
+    InFlight,
+    #[error("the command queue is full")]
+    Overloaded,
+    #[error("the streams kept changing under the command")]
+    ConcurrencyConflict,
+    #[error("the event store is unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, ExecuteError>>;
+type KeyId = (String, String);
+
+struct Submission {
+    request: CommandRequest,
+    reply: Reply,
+}
+
+struct InFlight {
+    fingerprint: [u8; 32],
+    done: watch::Receiver<Option<Outcome>>,
+}
+
+/// Tunables of the executor, from [`crate::Config`].
+#[derive(Debug, Clone)]
+pub struct ExecutorLimits {
+    pub batch_size_max: usize,
+    pub queue_depth_max: usize,
+    pub append_retries_max: u32,
+    pub idempotency_wait: Duration,
+}
+
+/// The front of the appender: hands commands over and waits for their outcome.
+#[derive(Clone)]
+pub struct Executor {
+    queue: mpsc::Sender<Submission>,
+    in_flight: Arc<Mutex<HashMap<KeyId, InFlight>>>,
+    idempotency_wait: Duration,
+}
+
+impl Executor {
+    /// Starts the appender task; it stops when every `Executor` clone is dropped and the queue is drained.
+    pub fn start(pool: PgPool, notifier: Notifier, limits: ExecutorLimits) -> (Executor, tokio::task::JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(limits.queue_depth_max);
+        let appender = Appender {
+            pool,
+            notifier,
+            batch_size_max: limits.batch_size_max,
+            append_retries_max: limits.append_retries_max,
+            facts: HashMap::new(),
+        };
+        let task = tokio::spawn(appender.run(receiver));
+        let executor = Executor {
+            queue,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            idempotency_wait: limits.idempotency_wait,
+        };
+        (executor, task)
+    }
+
+    /// Executes one command exactly once per idempotency key. A duplicate of a key still in flight in this
+    /// process waits for the first and replays its answer; across processes the database does the same.
+    pub async fn execute(&self, request: CommandRequest) -> Result<Outcome, ExecuteError> {
+        let key: KeyId = (request.principal.clone(), request.idempotency_key.clone());
+        let (sender, waiting) = {
+            let mut in_flight = self.in_flight.lock().expect("in-flight map is never poisoned");
+            match in_flight.get(&key) {
+                Some(first) if first.fingerprint != request.fingerprint => return Ok(reused_key()),
+                Some(first) => (None, Some(first.done.clone())),
+                None => {
+                    let (sender, done) = watch::channel(None);
+                    in_flight.insert(key.clone(), InFlight { fingerprint: request.fingerprint, done });
+                    (Some(sender), None)
+                }
+            }
+        };
+        if let Some(mut done) = waiting {
+            metrics::counter!("tally_idempotent_waits_total").increment(1);
+            let finished = tokio::time::timeout(self.idempotency_wait, done.wait_for(Option::is_some)).await;
+            return match finished {
+                Ok(Ok(outcome)) => {
+                    let mut outcome = outcome.clone().expect("waited for Some");
+                    outcome.replayed = true;
+                    Ok(outcome)
+                }
+                _ => Err(ExecuteError::InFlight),
+            };
+        }
+        let sender = sender.expect("first of its key");
+        let _guard = InFlightGuard { in_flight: &self.in_flight, key };
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send(Submission { request, reply }).map_err(|_| ExecuteError::Overloaded)?;
+        let outcome = answer.await.map_err(|_| ExecuteError::Unavailable)??;
+        sender.send_replace(Some(outcome.clone()));
+        Ok(outcome)
+    }
+}
+
+/// Forgets an in-flight key however its request ends (answered, failed, or dropped by a gone client).
+struct InFlightGuard<'a> {
+    in_flight: &'a Mutex<HashMap<KeyId, InFlight>>,
+    key: KeyId,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
+fn reused_key() -> Outcome {
+    let problem = Problem::new(
+        ProblemCode::IdempotencyKeyReused,
+        "this idempotency key was used with a different request; use a new key for a new request",
+    );
+    Outcome { status: problem.status, body: json!(problem), replayed: false }
+}
+
+/// A stream's state, of whichever kind, as its snapshot stores it.
+#[derive(Debug, Clone)]
+enum StreamState {
+    Asset(Asset),
+    Wallet(Wallet),
+    Transfer(Transfer),
+}
+
+impl StreamState {
+    fn from_snapshot(stream: &StreamId, state: serde_json::Value) -> anyhow::Result<StreamState> {
+        Ok(match stream {
+            StreamId::Asset(_) => StreamState::Asset(serde_json::from_value(state)?),
+            StreamId::Wallet(_) => StreamState::Wallet(serde_json::from_value(state)?),
+            StreamId::Transfer(_) => StreamState::Transfer(serde_json::from_value(state)?),
+        })
+    }
+
+    fn of(world: &World, stream: &StreamId) -> StreamState {
+        match stream {
+            StreamId::Asset(code) => StreamState::Asset(world.assets.get(code).cloned().unwrap_or_default()),
+            StreamId::Wallet(id) => StreamState::Wallet(world.wallets.get(id).cloned().unwrap_or_default()),
+            StreamId::Transfer(id) => StreamState::Transfer(world.transfers.get(id).cloned().unwrap_or_default()),
+        }
+    }
+
+    fn to_snapshot(&self) -> serde_json::Value {
+        match self {
+            StreamState::Asset(state) => json!(state),
+            StreamState::Wallet(state) => json!(state),
+            StreamState::Transfer(state) => json!(state),
+        }
+    }
+
+    /// Whether the facts navigation relies on (a wallet's asset, an asset's system wallets, a transfer's legs)
+    /// are settled: they never change once a stream exists.
+    fn exists(&self) -> bool {
+        !matches!(
+            self,
+            StreamState::Asset(Asset::Undefined)
+                | StreamState::Wallet(Wallet::Unopened)
+                | StreamState::Transfer(Transfer::Unrecorded)
+        )
+    }
+
+    fn put(self, world: &mut World, stream: &StreamId) {
+        match (stream, self) {
+            (StreamId::Asset(code), StreamState::Asset(state)) => {
+                world.assets.insert(code.clone(), state);
+            }
+            (StreamId::Wallet(id), StreamState::Wallet(state)) => {
+                world.wallets.insert(*id, state);
+            }
+            (StreamId::Transfer(id), StreamState::Transfer(state)) => {
+                world.transfers.insert(*id, state);
+            }
+            (stream, state) => unreachable!("state {state:?} loaded for stream {stream}"),
+        }
+    }
+}
+
+/// What a batch attempt decided for one command.
+enum Decision {
+    /// Answered without deciding: a replay or a refused key.
+    Answered(Outcome),
+    /// The same key as an earlier command of this batch (its first request's client went away and retried):
+    /// answered as that command was.
+    SameKeyAs { index: usize, fingerprint: [u8; 32] },
+    /// Decided; `draft` lacks only its position, known after the insert.
+    Decided { status: u16, draft: serde_json::Value, events: std::ops::Range<usize>, position_of: Option<StreamId> },
+}
+
+struct Appender {
+    pool: PgPool,
+    notifier: Notifier,
+    batch_size_max: usize,
+    append_retries_max: u32,
+    /// Settled states of streams, for finding a command's dependencies without a query. Never used to decide.
+    facts: HashMap<StreamId, StreamState>,
+}
+
+/// Why an attempt failed, and whether trying again may succeed.
+enum AttemptError {
+    Retryable { conflict: bool, cause: anyhow::Error },
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for AttemptError {
+    fn from(cause: anyhow::Error) -> AttemptError {
+        let retryable = cause.chain().any(|source| source.downcast_ref::<sqlx::Error>().is_some_and(is_transient));
+        if retryable {
+            AttemptError::Retryable { conflict: false, cause }
+        } else {
+            AttemptError::Fatal(cause)
+        }
+    }
+}
+
+impl From<sqlx::Error> for AttemptError {
+    fn from(error: sqlx::Error) -> AttemptError {
+        let conflict = matches!(&error, sqlx::Error::Database(database) if database.constraint() == Some("events_stream_version_key"));
+        if conflict || is_transient(&error) {
+            AttemptError::Retryable { conflict, cause: error.into() }
+        } else {
+            AttemptError::Fatal(error.into())
+        }
+    }
+}
+
+/// Errors after which the same batch may succeed: lost races, deadlocks, serialization failures,
+/// timeouts and lost connections.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => {
+            matches!(
+                database.code().as_deref(),
+                Some("23505" | "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" | "08006" | "08003" | "25P03")
+            )
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
+impl Appender {
+    async fn run(mut self, mut queue: mpsc::Receiver<Submission>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.batch_size_max {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!("tally_batch_size").record(batch.len() as f64);
+            self.process(batch).await;
+        }
+    }
+
+    /// Runs a batch, retrying transient failures; a batch that fails for good is split in halves,
+    /// so that one poisoned command fails alone and the others keep their outcomes.
+    async fn process(&mut self, batch: Vec<Submission>) {
+        let mut pending = vec![batch];
+        while let Some(batch) = pending.pop() {
+            let requests: Vec<&CommandRequest> = batch.iter().map(|submission| &submission.request).collect();
+            let mut backoff = RETRY_BACKOFF_INITIAL;
+            let mut attempt = 0;
+            let result = loop {
+                match self.attempt(&requests).await {
+                    Ok(outcomes) => break Ok(outcomes),
+                    Err(AttemptError::Retryable { conflict, cause }) if attempt < self.append_retries_max => {
+                        attempt += 1;
+                        metrics::counter!("tally_append_retries_total").increment(1);
+                        if conflict {
+                            metrics::counter!("tally_append_conflicts_total").increment(1);
+                        }
+                        tracing::debug!(attempt, error = format!("{cause:#}"), "append failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                    }
+                    Err(AttemptError::Retryable { conflict, cause }) => {
+                        tracing::warn!(attempt, error = format!("{cause:#}"), "append kept failing; giving up");
+                        break Err(if conflict {
+                            ExecuteError::ConcurrencyConflict
+                        } else {
+                            ExecuteError::Unavailable
+                        });
+                    }
+                    Err(AttemptError::Fatal(cause)) => {
+                        tracing::error!(commands = batch.len(), error = format!("{cause:#}"), "append failed");
+                        break Err(ExecuteError::Internal);
+                    }
+                }
+            };
+            match result {
+                Ok((outcomes, head)) => {
+                    for (submission, outcome) in batch.into_iter().zip(outcomes) {
+                        let _client_may_be_gone = submission.reply.send(Ok(outcome));
+                    }
+                    if let Some(position) = head {
+                        self.notifier.notify(position);
+                    }
+                }
+                Err(ExecuteError::Internal) if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+                Err(error) => {
+                    for submission in batch {
+                        let _client_may_be_gone = submission.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction: claim keys, load and lock streams, decide in order, append, store answers.
+    /// Returns each command's outcome and the new head position, if anything was appended.
+    async fn attempt(&mut self, requests: &[&CommandRequest]) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
+        let now = envelope::truncate_to_micros(Utc::now());
+        let mut transaction = self.pool.begin().await?;
+
+        // 1. Claim the idempotency keys; answer the ones already completed elsewhere.
+        let claims: Vec<Claim> = requests
+            .iter()
+            .map(|request| Claim {
+                principal: request.principal.clone(),
+                idempotency_key: request.idempotency_key.clone(),
+                fingerprint: request.fingerprint,
+            })
+            .collect();
+        let claimed = event_store::claim_keys(&mut transaction, &claims, now).await?;
+        let unclaimed: Vec<KeyId> =
+            requests.iter().map(|request| key_of(request)).filter(|key| !claimed.contains(key)).collect();
+        let stored = if unclaimed.is_empty() {
+            HashMap::new()
+        } else {
+            event_store::stored_responses(&mut transaction, &unclaimed).await?
+        };
+
+        // 2. Load and lock everything the claimed commands depend on.
+        let commands: Vec<&Command> = requests
+            .iter()
+            .filter(|request| claimed.contains(&key_of(request)))
+            .map(|request| &request.command)
+            .collect();
+        let mut learned: Vec<(StreamId, StreamState)> = Vec::new();
+        let (mut world, mut heads) = self.load(&mut transaction, &commands).await?;
+
+        // 3. Decide in order, each against the state the previous ones left.
+        let mut decisions = Vec::with_capacity(requests.len());
+        let mut events: Vec<NewEvent> = Vec::new();
+        let mut touched: BTreeSet<StreamId> = BTreeSet::new();
+        let mut last_event_of: HashMap<StreamId, usize> = HashMap::new();
+        let mut first_of_key: HashMap<KeyId, usize> = HashMap::new();
+        for (index, request) in requests.iter().enumerate() {
+            let key = key_of(request);
+            if let Some(first) = first_of_key.get(&key) {
+                decisions.push(Decision::SameKeyAs { index: *first, fingerprint: request.fingerprint });
+                continue;
+            }
+            first_of_key.insert(key.clone(), index);
+            if !claimed.contains(&key) {
+                decisions.push(Decision::Answered(match stored.get(&key) {
+                    Some(record) if record.fingerprint != request.fingerprint => reused_key(),
+                    Some(record) if record.status != 0 => {
+                        metrics::counter!("tally_idempotent_replays_total").increment(1);
+                        Outcome { status: record.status, body: record.body.clone(), replayed: true }
+                    }
+                    // Claimed by a transaction that has not finished: only possible across processes.
+                    _ => {
+                        return Err(AttemptError::Retryable {
+                            conflict: false,
+                            cause: anyhow::anyhow!("key in flight elsewhere"),
+                        })
+                    }
+                }));
+                continue;
+            }
+            let decided = check_expected_version(request, &heads, &world).and_then(|()| {
+                ledger::decide(&world, &request.command).map_err(|error| Box::new(Problem::from(&error)))
+            });
+            match decided {
+                Err(problem) => {
+                    decisions.push(Decision::Decided {
+                        status: problem.status,
+                        draft: json!(*problem),
+                        events: 0..0,
+                        position_of: None,
+                    });
+                }
+                Ok(changes) => {
+                    let metadata = json!(EventMetadata {
+                        idempotency_key: Some(request.idempotency_key.clone()),
+                        principal: Some(request.principal.clone()),
+                        correlation_id: request.request_id.clone(),
+                        causation_id: causation_of(&request.command),
+                        request_id: request.request_id.clone(),
+                    });
+                    let start = events.len();
+                    for change in &changes {
+                        world.apply(change);
+                        let head = heads.entry(change.stream.clone()).or_insert(StreamHead::EMPTY);
+                        let (event_type, data) = change.event.to_stored();
+                        let stream_id = change.stream.to_string();
+                        let event_id = Uuid::now_v7();
+                        let version = head.version + 1;
+                        let hash = HashedFields {
+                            stream_id: &stream_id,
+                            version,
+                            event_id,
+                            event_type: &event_type,
+                            data: &data,
+                            metadata: &metadata,
+                            recorded_at: now,
+                        }
+                        .chain_hash(&head.last_hash);
+                        *head = StreamHead { version, position: head.position, last_hash: hash };
+                        last_event_of.insert(change.stream.clone(), events.len());
+                        touched.insert(change.stream.clone());
+                        events.push(NewEvent {
+                            stream_id,
+                            version,
+                            event_id,
+                            event_type,
+                            data,
+                            metadata: metadata.clone(),
+                            recorded_at: now,
+                            hash,
+                        });
+                    }
+                    let (status, draft, position_of) = answer(&request.command, &changes, &world, &heads, now);
+                    decisions.push(Decision::Decided { status, draft, events: start..events.len(), position_of });
+                }
+            }
+        }
+
+        // 4. Append, then store snapshots, owners and answers, all in this transaction.
+        let positions =
+            if events.is_empty() { HashMap::new() } else { event_store::append(&mut transaction, &events).await? };
+        let position_at = |index: usize| -> anyhow::Result<i64> {
+            positions
+                .get(&events[index].event_id)
+                .copied()
+                .ok_or_else(|| anyhow::anyhow!("an appended event has no position"))
+        };
+        let mut snapshots = Vec::with_capacity(touched.len());
+        let mut owners = Vec::new();
+        for stream in &touched {
+            let head = heads[stream];
+            let position = position_at(last_event_of[stream])?;
+            let state = StreamState::of(&world, stream);
+            if let (StreamId::Wallet(_), StreamState::Wallet(Wallet::Open(open))) = (stream, &state) {
+                if open.kind == tally_shared::wallet::WalletKind::User && head.version == 1 {
+                    owners.push((open.owner_id.clone(), open.asset.to_string(), open.wallet_id.0));
+                }
+            }
+            snapshots.push(Snapshot {
+                stream_id: stream.to_string(),
+                head: StreamHead { position, ..head },
+                state: state.to_snapshot(),
+            });
+            if state.exists() {
+                learned.push((stream.clone(), state));
+            }
+        }
+        event_store::save_snapshots(&mut transaction, &snapshots, now).await?;
+        event_store::insert_owners(&mut transaction, &owners).await?;
+
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(decisions.len());
+        let mut completions = Vec::new();
+        for (request, decision) in requests.iter().zip(decisions) {
+            match decision {
+                Decision::Answered(outcome) => outcomes.push(outcome),
+                Decision::SameKeyAs { index, fingerprint } => {
+                    let first = &requests[index];
+                    outcomes.push(if first.fingerprint == fingerprint {
+                        Outcome { replayed: true, ..outcomes[index].clone() }
+                    } else {
+                        reused_key()
+                    });
+                }
+                Decision::Decided { status, mut draft, events: range, position_of } => {
+                    let position = if let Some(last) = range.clone().last() {
+                        Some(position_at(last)?)
+                    } else if let Some(stream) = position_of {
+                        match last_event_of.get(&stream) {
+                            Some(index) => Some(position_at(*index)?),
+                            None => heads.get(&stream).map(|head| head.position),
+                        }
+                    } else {
+                        None
+                    };
+                    if let (Some(position), Some(fields)) = (position, draft.as_object_mut()) {
+                        if status < 300 {
+                            fields.insert("position".to_owned(), json!(position));
+                        }
+                    }
+                    completions.push(Completion {
+                        principal: request.principal.clone(),
+                        idempotency_key: request.idempotency_key.clone(),
+                        status,
+                        body: draft.clone(),
+                        position,
+                    });
+                    outcomes.push(Outcome { status, body: draft, replayed: false });
+                }
+            }
+        }
+        if !completions.is_empty() {
+            event_store::complete_keys(&mut transaction, &completions).await?;
+        }
+        transaction.commit().await?;
+        for (stream, state) in learned {
+            self.remember(stream, state);
+        }
+        metrics::counter!("tally_appended_events_total").increment(events.len() as u64);
+        metrics::counter!("tally_commands_total").increment(completions.len() as u64);
+        let head = positions.values().max().copied();
+        Ok((outcomes, head))
+    }
+
+    /// Loads the states `commands` depend on. Dependencies are found through cached settled facts where
+    /// possible (a plain read otherwise), then every stream is read again under its row lock, all in one
+    /// ordered statement: the locked read is what commands are decided against.
+    async fn load(
+        &mut self,
+        connection: &mut sqlx::PgConnection,
+        commands: &[&Command],
+    ) -> Result<(World, HashMap<StreamId, StreamHead>), AttemptError> {
+        let mut navigation = World::default();
+        let mut minted = World::default();
+        for command in commands {
+            for stream in minted_streams(command) {
+                StreamState::of(&minted, &stream).put(&mut navigation, &stream);
+                StreamState::of(&minted, &stream).put(&mut minted, &stream);
+            }
+        }
+        let mut wanted: BTreeSet<StreamId> = BTreeSet::new();
+        let mut owners: BTreeSet<(String, AssetCode)> = BTreeSet::new();
+        for _ in 0..DEPENDENCY_ROUNDS_MAX {
+            let mut misses = Vec::new();
+            let mut grew = false;
+            for command in commands {
+                for dependency in ledger::dependencies(&navigation, command) {
+                    match dependency {
+                        Dependency::Owner(owner, asset) => {
+                            navigation.owners.insert((owner.clone(), asset.clone()), None);
+                            owners.insert((owner, asset));
+                        }
+                        Dependency::Stream(stream) => {
+                            wanted.insert(stream.clone());
+                            match self.facts.get(&stream) {
+                                Some(state) => {
+                                    state.clone().put(&mut navigation, &stream);
+                                    grew = true;
+                                }
+                                None => misses.push(stream),
+                            }
+                        }
+                    }
+                }
+            }
+            if misses.is_empty() && !grew {
+                break;
+            }
+            if !misses.is_empty() {
+                misses.sort();
+                misses.dedup();
+                let ids: Vec<String> = misses.iter().map(ToString::to_string).collect();
+                let mut found: HashMap<String, serde_json::Value> = event_store::load_streams(connection, &ids, false)
+                    .await?
+                    .into_iter()
+                    .map(|loaded| (loaded.stream_id, loaded.state))
+                    .collect();
+                for stream in misses {
+                    let state = match found.remove(&stream.to_string()) {
+                        Some(snapshot) => StreamState::from_snapshot(&stream, snapshot)?,
+                        None => StreamState::of(&World::default(), &stream),
+                    };
+                    if state.exists() {
+                        self.remember(stream.clone(), state.clone());
+                    }
+                    state.put(&mut navigation, &stream);
+                }
+            }
+        }
+
+        let mut world = minted;
+        let mut heads = HashMap::new();
+        let ids: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        let mut locked: HashMap<String, event_store::LoadedStream> = event_store::load_streams(connection, &ids, true)
+            .await?
+            .into_iter()
+            .map(|loaded| (loaded.stream_id.clone(), loaded))
+            .collect();
+        for stream in &wanted {
+            match locked.remove(&stream.to_string()) {
+                Some(loaded) => {
+                    StreamState::from_snapshot(stream, loaded.state)?.put(&mut world, stream);
+                    heads.insert(stream.clone(), loaded.head);
+                }
+                None => StreamState::of(&World::default(), stream).put(&mut world, stream),
+            }
+        }
+        if !owners.is_empty() {
+            let pairs: Vec<(String, String)> =
+                owners.iter().map(|(owner, asset)| (owner.clone(), asset.to_string())).collect();
+            let existing = event_store::load_owners(connection, &pairs).await?;
+            for (owner, asset) in owners {
+                let wallet = existing.get(&(owner.clone(), asset.to_string())).map(|id| WalletId(*id));
+                world.owners.insert((owner, asset), wallet);
+            }
+        }
+        // A stream created between the plain read and the locked one can name dependencies not loaded yet;
+        // such a command is retried rather than decided on a partial world.
+        if commands.iter().any(|command| !ledger::dependencies(&world, command).is_empty()) {
+            self.facts.clear();
+            return Err(AttemptError::Retryable {
+                conflict: true,
+                cause: anyhow::anyhow!("dependencies moved while loading"),
+            });
+        }
+        Ok((world, heads))
+    }
+
+    fn remember(&mut self, stream: StreamId, state: StreamState) {
+        if self.facts.len() >= FACTS_ENTRIES_MAX {
+            self.facts.clear();
+        }
+        self.facts.insert(stream, state);
+    }
+}
+
+/// Streams whose ids this service just minted (UUID v7) for the command: they cannot exist yet, so they
+/// are neither read nor locked. Should one exist after all, its first event's `(stream_id, 1)` is refused.
+fn minted_streams(command: &Command) -> Vec<StreamId> {
+    match command {
+        Command::OpenWallet { wallet_id, .. } => vec![StreamId::Wallet(*wallet_id)],
+        Command::Move { transfer_id, .. } | Command::Transfer { transfer_id, .. } => {
+            vec![StreamId::Transfer(*transfer_id)]
+        }
+        Command::Reverse { reversal_id, .. } => vec![StreamId::Transfer(*reversal_id)],
+        Command::DefineAsset(define) => {
+            let system = define.system_wallets;
+            [system.treasury, system.revenue, system.fees].map(StreamId::Wallet).to_vec()
+        }
+        Command::ChangeStatus { .. } => Vec::new(),
+    }
+}
+
+fn key_of(request: &CommandRequest) -> KeyId {
+    (request.principal.clone(), request.idempotency_key.clone())
+}
+
+fn causation_of(command: &Command) -> Option<String> {
+    Some(match command {
+        Command::DefineAsset(define) => format!("asset-{}", define.code),
+        Command::OpenWallet { wallet_id, .. } | Command::ChangeStatus { wallet_id, .. } => {
+            format!("wallet-{wallet_id}")
+        }
+        Command::Move { transfer_id, .. } | Command::Transfer { transfer_id, .. } => format!("transfer-{transfer_id}"),
+        Command::Reverse { reversal_id, .. } => format!("transfer-{reversal_id}"),
+    })
+}
+
+/// `If-Match` refers to the subject wallet's version as the batch has it so far.
+fn check_expected_version(
+    request: &CommandRequest,
+    heads: &HashMap<StreamId, StreamHead>,
+    world: &World,
+) -> Result<(), Box<Problem>> {
+    let (Some(expected), Some(wallet_id)) = (request.expected_version, request.command.subject_wallet()) else {
+        return Ok(());
+    };
+    if !matches!(world.wallets.get(&wallet_id), Some(Wallet::Open(_))) {
+        return Ok(());
+    }
+    let actual = heads.get(&StreamId::Wallet(wallet_id)).map_or(0, |head| head.version);
+    if actual != expected {
+        let detail = format!("wallet {wallet_id} is at version {actual}, not {expected}");
+        return Err(Box::new(
+            Problem::new(ProblemCode::VersionMismatch, detail)
+                .with("wallet_id", wallet_id)
+                .with("expected_version", expected)
+                .with("version", actual),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer of a decided command, without its position (set after the insert). For commands that
+/// appended nothing (freezing a frozen wallet), `position_of` names the stream whose position to report.
+fn answer(
+    command: &Command,
+    changes: &[Change],
+    world: &World,
+    heads: &HashMap<StreamId, StreamHead>,
+    now: DateTime<Utc>,
+) -> (u16, serde_json::Value, Option<StreamId>) {
+    match command {
+        Command::DefineAsset(define) => {
+            let Some(Asset::Defined(definition)) = world.assets.get(&define.code) else { unreachable!("just defined") };
+            let view = AssetDefinedView {
+                code: definition.code.to_string(),
+                scale: definition.scale.places(),
+                cash_in_fee: definition.cash_in_fee.as_ref().map(|policy| FeePolicyView {
+                    percent: policy.percent.to_string(),
+                    fixed: definition.scale.format(policy.fixed),
+                    min: policy.min.map(|min| definition.scale.format(min)),
+                    max: policy.max.map(|max| definition.scale.format(max)),
+                }),
+                system_wallets: definition.system_wallets,
+                position: 0,
+            };
+            (201, json!(view), None)
+        }
+        Command::OpenWallet { wallet_id, .. } | Command::ChangeStatus { wallet_id, .. } => {
+            let status = if matches!(command, Command::OpenWallet { .. }) { 201 } else { 200 };
+            let metadata = changes
+                .iter()
+                .find_map(|change| match &change.event {
+                    Event::Wallet(WalletEvent::WalletOpened(opened)) => Some(opened.metadata.clone()),
+                    _ => None,
+                })
+                .unwrap_or(serde_json::Value::Null);
+            let stream = StreamId::Wallet(*wallet_id);
+            (status, wallet_view(world, heads, *wallet_id, metadata, now), Some(stream))
+        }
+        Command::Move { .. } | Command::Transfer { .. } | Command::Reverse { .. } => {
+            (201, transfer_view(changes, heads, now), None)
+        }
+    }
+}
+
+fn wallet_view(
+    world: &World,
+    heads: &HashMap<StreamId, StreamHead>,
+    wallet_id: WalletId,
+    metadata: serde_json::Value,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    let Some(Wallet::Open(open)) = world.wallets.get(&wallet_id) else { unreachable!("decided on an open wallet") };
+    let version = heads.get(&StreamId::Wallet(wallet_id)).map_or(0, |head| head.version);
+    let mut view = json!(WalletView {
+        wallet_id,
+        owner_id: open.owner_id.clone(),
+        asset: open.asset.to_string(),
+        kind: open.kind.as_str().to_owned(),
+        status: open.status.as_str().to_owned(),
+        balance: open.scale.format(open.balance),
+        overdraft_limit: open.overdraft_limit.map(|limit| open.scale.format(limit)),
+        version,
+        metadata,
+        opened_at: now,
+        updated_at: now,
+        position: None,
+    });
+    // A status change knows when it happened, not when the wallet was opened: query-service has that.
+    if version > 1 {
+        if let Some(fields) = view.as_object_mut() {
+            fields.remove("opened_at");
+        }
+    }
+    view
+}
+
+fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now: DateTime<Utc>) -> serde_json::Value {
+    let recorded = changes
+        .iter()
+        .find_map(|change| match &change.event {
+            Event::Transfer(TransferEvent::TransferRecorded(recorded)) => Some(recorded),
+            _ => None,
+        })
+        .expect("a money command records its transfer");
+    let scale = recorded.scale;
+    // Each touched wallet's balance and version after this command: its last posting here.
+    let mut versions: HashMap<&StreamId, i64> = HashMap::new();
+    let mut balances: Vec<BalanceView> = Vec::new();
+    let postings = changes.iter().filter_map(|change| match (&change.stream, &change.event) {
+        (
+            StreamId::Wallet(id),
+            Event::Wallet(WalletEvent::WalletDebited(posting) | WalletEvent::WalletCredited(posting)),
+        ) => Some((&change.stream, *id, posting)),
+        _ => None,
+    });
+    let counts = changes.iter().fold(HashMap::new(), |mut counts: HashMap<&StreamId, i64>, change| {
+        *counts.entry(&change.stream).or_default() += 1;
+        counts
+    });
+    for (stream, wallet_id, posting) in postings {
+        let seen = versions.entry(stream).or_default();
+        *seen += 1;
+        let version = heads[stream].version - counts[stream] + *seen;
+        let balance = scale.format(posting.balance_after);
+        match balances.iter_mut().find(|view| view.wallet_id == wallet_id) {
+            Some(view) => {
+                view.balance = balance;
+                view.version = version;
+            }
+            None => balances.push(BalanceView { wallet_id, balance, version }),
+        }
+    }
+    json!(TransferView {
+        transfer_id: recorded.transfer_id,
+        kind: recorded.kind.as_str().to_owned(),
+        asset: recorded.asset.to_string(),
+        amount: scale.format(recorded.amount),
+        fee: scale.format(recorded.fee),
+        legs: recorded
+            .legs
+            .iter()
+            .map(|leg| LegView {
+                from_wallet_id: leg.from_wallet_id,
+                to_wallet_id: leg.to_wallet_id,
+                amount: scale.format(leg.amount)
+            })
+            .collect(),
+        balances,
+        reference: recorded.reference.clone(),
+        metadata: recorded.metadata.clone(),
+        reverses: recorded.reverses,
+        reason: recorded.reason.clone(),
+        position: 0,
+        recorded_at: now,
+        reversals: None,
+    })
+}

@@ -1,0 +1,37 @@
+//! `POST /v1/assets`: define an asset and open its system wallets.
+
+use axum::extract::State;
+use axum::response::Response;
+use tally_shared::api::DefineAssetRequest;
+use tally_shared::asset::{AssetCode, DefineAsset, FeePolicy, SystemWallets};
+use tally_shared::ledger::Command;
+use tally_shared::money::Scale;
+use tally_shared::wallet::WalletId;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::input::CommandInput;
+use super::{run, AppState};
+
+pub async fn define(
+    State(state): State<AppState>,
+    input: CommandInput<DefineAssetRequest>,
+) -> Result<Response, ApiError> {
+    let request = &input.body;
+    let code = AssetCode::parse(&request.code)
+        .map_err(|_| ApiError::validation("code", "must match ^[A-Z][A-Z0-9_]{0,15}$"))?;
+    let scale = Scale::new(request.scale).map_err(|error| ApiError::validation("scale", error.to_string()))?;
+    let cash_in_fee = request.cash_in_fee.as_ref().map(|fee| FeePolicy {
+        percent: fee.percent.0,
+        fixed: fee.fixed.0,
+        min: fee.min.map(|min| min.0),
+        max: fee.max.map(|max| max.0),
+    });
+    let system_wallets = SystemWallets {
+        treasury: WalletId(Uuid::now_v7()),
+        revenue: WalletId(Uuid::now_v7()),
+        fees: WalletId(Uuid::now_v7()),
+    };
+    let command = Command::DefineAsset(DefineAsset { code, scale, cash_in_fee, system_wallets });
+    run(&state, input, command).await
+}

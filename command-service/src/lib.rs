@@ -1,0 +1,136 @@
+//! command-service: takes money commands over HTTP, decides them with `tally_shared`'s pure Decider,
+//! and appends their events to the Postgres event store in batches (group commit).
+//!
+//! - [`config`]: the one clap `Config`.
+//! - [`http`]: router, extractor, handlers; `http::error` is the only place that knows HTTP statuses.
+//! - [`execute`]: load → decide → append → notify, batching concurrent commands into one transaction.
+//! - [`event_store`]: the SQL of snapshots, appends, idempotency records and owner uniqueness.
+//! - [`notify`]: "events appended" notifications to NATS JetStream, never in a command's way.
+//! - [`telemetry`]: logs and the Prometheus recorder.
+
+pub mod config;
+pub mod event_store;
+pub mod execute;
+pub mod http;
+pub mod notify;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+pub use config::Config;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::execute::{Executor, ExecutorLimits};
+use crate::notify::Notifier;
+
+/// Request bodies larger than this get `413 payload_too_large`.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// How often expired idempotency records are deleted, and how many at most each time.
+const KEY_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+const KEY_EXPIRY_BATCH_SIZE_MAX: i64 = 10_000;
+
+/// Opens the pool with the session settings every connection must have: a statement timeout and an
+/// idle-in-transaction timeout, so that no stuck request can hold locks indefinitely.
+pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&config.database_url)
+        .context("parse DATABASE_URL")?
+        .application_name("tally-command-service")
+        .options([
+            ("statement_timeout", format!("{}ms", config.statement_timeout_ms)),
+            ("idle_in_transaction_session_timeout", format!("{}ms", config.idle_in_transaction_timeout_ms)),
+        ]);
+    PgPoolOptions::new()
+        .max_connections(config.database_connections_max)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .context("connect to Postgres")
+}
+
+/// A built service, bound to its address, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    appender: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// Applies pending migrations (sqlx serialises concurrent starters), starts the appender and the
+    /// notifier, and binds the listener.
+    pub async fn build(config: Config, pool: PgPool) -> anyhow::Result<App> {
+        sqlx::migrate!("../migrations").run(&pool).await.context("apply migrations")?;
+        let nats = notify::connect(&config.nats_url).await;
+        let notifier = Notifier::start(
+            nats.clone(),
+            &config.nats_subject_prefix,
+            Duration::from_millis(config.publish_timeout_ms),
+        );
+        let limits = ExecutorLimits {
+            batch_size_max: config.batch_size_max,
+            queue_depth_max: config.queue_depth_max,
+            append_retries_max: config.append_retries_max,
+            idempotency_wait: config.idempotency_wait(),
+        };
+        let (executor, appender) = Executor::start(pool.clone(), notifier, limits);
+        tokio::spawn(expire_keys(pool.clone(), config.idempotency_retention_hours));
+        let state = http::AppState { executor, pool, nats, prometheus: telemetry::prometheus() };
+        let http_limits = http::HttpLimits {
+            body_bytes_max: BODY_BYTES_MAX,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        };
+        let router = http::router(state, http_limits);
+        let listener =
+            TcpListener::bind(config.listen_addr).await.with_context(|| format!("listen on {}", config.listen_addr))?;
+        Ok(App { listener, router, appender })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, lets the appender drain its
+    /// queue and commit, and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(address = %self.local_addr(), "command-service listening");
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.context("serve HTTP")?;
+        self.appender.await.context("appender task")?;
+        tracing::info!("command-service stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn expire_keys(pool: PgPool, retention_hours: u64) {
+    let retention = chrono::Duration::hours(i64::try_from(retention_hours).unwrap_or(i64::MAX / 3_600_000));
+    let mut interval = tokio::time::interval(KEY_EXPIRY_INTERVAL);
+    loop {
+        interval.tick().await;
+        match event_store::expire_keys(&pool, chrono::Utc::now() - retention, KEY_EXPIRY_BATCH_SIZE_MAX).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "expired idempotency keys"),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "could not expire idempotency keys"),
+        }
+    }
+}
