@@ -1,0 +1,139 @@
+//! The read models' checkpoint as this process knows it, and the wait of read-your-writes.
+//!
+//! One task LISTENs on `projection_advanced` (the projector notifies in each batch's transaction, so a
+//! notification arrives only once its batch is visible) and a second one re-reads the checkpoint every
+//! `CHECKPOINT_POLL_MS`, in case a notification was lost (for example while the listener reconnected).
+//! Both feed one `tokio::sync::watch`, which requests read and wait on: waiting never polls Postgres.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::read_models;
+
+/// The channel the projector `pg_notify`s with its new checkpoint as payload.
+pub const NOTIFICATION_CHANNEL: &str = "projection_advanced";
+
+/// Pause before listening again after the listener failed.
+const LISTEN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The checkpoint of the `read_models` projection, kept current in the background.
+#[derive(Clone)]
+pub struct Checkpoint {
+    sender: Arc<watch::Sender<i64>>,
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Checkpoint").field("position", &self.current()).finish()
+    }
+}
+
+impl Checkpoint {
+    /// The latest checkpoint known. Never above the committed one, so it is a safe lower bound of what a
+    /// read that starts now sees.
+    pub fn current(&self) -> i64 {
+        *self.sender.borrow()
+    }
+
+    /// Waits, at most `wait`, until the checkpoint reaches `position`: `Ok(checkpoint)` once it has,
+    /// `Err(checkpoint)` with the checkpoint reached when the wait runs out.
+    pub async fn wait_for(&self, position: i64, wait: Duration) -> Result<i64, i64> {
+        let known = self.current();
+        if known >= position {
+            return Ok(known);
+        }
+        // The watch may trail a batch whose notification is still on its way: one fresh read settles it.
+        self.refresh().await;
+        let mut receiver = self.sender.subscribe();
+        let reached = match tokio::time::timeout(wait, receiver.wait_for(|known| *known >= position)).await {
+            Ok(Ok(reached)) => Ok(*reached),
+            Ok(Err(_)) | Err(_) => Err(self.current()),
+        };
+        reached
+    }
+
+    /// Raises the known checkpoint to `position`. Notifications may arrive out of order: never lower it here.
+    fn advance(&self, position: i64) {
+        let raised = self.sender.send_if_modified(|known| {
+            let raise = position > *known;
+            if raise {
+                *known = position;
+            }
+            raise
+        });
+        if raised {
+            metrics::gauge!("tally_query_projection_position").set(position as f64);
+        }
+    }
+
+    /// Reads the checkpoint from Postgres. What Postgres says wins, even lower (a `projector rebuild` restarts from 0).
+    async fn refresh(&self) {
+        match read_models::checkpoint(&self.pool).await {
+            Ok(position) => {
+                self.sender.send_if_modified(|known| {
+                    let changed = *known != position;
+                    *known = position;
+                    changed
+                });
+                metrics::gauge!("tally_query_projection_position").set(position as f64);
+            }
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "re-reading the projection checkpoint failed"),
+        }
+    }
+}
+
+/// Starts following the checkpoint: the listener task (on its own connection from `listener_pool`) and the
+/// fallback re-read (through `pool`), both in `tasks`. The first read is done before this returns.
+pub async fn follow(pool: PgPool, listener_pool: PgPool, poll: Duration, tasks: &mut JoinSet<()>) -> Checkpoint {
+    let (sender, _) = watch::channel(0);
+    let checkpoint = Checkpoint { sender: Arc::new(sender), pool };
+    checkpoint.refresh().await;
+    tasks.spawn(listen(checkpoint.clone(), listener_pool));
+    tasks.spawn(poll_slowly(checkpoint.clone(), poll));
+    checkpoint
+}
+
+async fn poll_slowly(checkpoint: Checkpoint, poll: Duration) {
+    let mut interval = tokio::time::interval(poll);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        checkpoint.refresh().await;
+    }
+}
+
+async fn listen(checkpoint: Checkpoint, listener_pool: PgPool) {
+    loop {
+        if let Err(error) = listen_until_error(&checkpoint, &listener_pool).await {
+            tracing::warn!(error = format!("{error:#}"), "listening for {NOTIFICATION_CHANNEL} failed; retrying");
+        }
+        tokio::time::sleep(LISTEN_RETRY_INTERVAL).await;
+    }
+}
+
+async fn listen_until_error(checkpoint: &Checkpoint, listener_pool: &PgPool) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect_with(listener_pool).await.context("connect the listener")?;
+    listener.listen(NOTIFICATION_CHANNEL).await.context("LISTEN")?;
+    // Whatever was notified before LISTEN took effect is in this read.
+    checkpoint.refresh().await;
+    loop {
+        match listener.try_recv().await.context("receive a notification")? {
+            Some(notification) => match notification.payload().trim().parse::<i64>() {
+                Ok(position) => checkpoint.advance(position),
+                Err(_) => checkpoint.refresh().await,
+            },
+            // The connection was lost; the next `try_recv` reconnects, and notifications sent meanwhile are gone.
+            None => {
+                tracing::warn!("the {NOTIFICATION_CHANNEL} listener lost its connection; reconnecting");
+                checkpoint.refresh().await;
+            }
+        }
+    }
+}

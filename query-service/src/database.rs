@@ -1,0 +1,102 @@
+//! Read-only Postgres connections, and the wait for the schema that command-service migrates.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// Relations query-service reads: start-up waits until every one exists.
+pub const RELATIONS_READ: [&str; 8] = [
+    "events",
+    "projection_checkpoints",
+    "rm_assets",
+    "rm_asset_volumes",
+    "rm_wallets",
+    "rm_wallet_history",
+    "rm_transfers",
+    "rm_transfer_reversals",
+];
+
+/// Pause between two looks for the schema.
+const SCHEMA_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One log line per this many looks, so that a long wait does not flood the log.
+const ATTEMPTS_PER_LOG_LINE: u64 = 10;
+
+/// An idle transaction is a bug here (every read is one statement); end it rather than hold back vacuum.
+const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
+
+/// `base` with the session settings every query-service connection has from its first statement:
+/// read-only by default (a bug in query-service can never change data), bounded statements, a name in
+/// `pg_stat_activity`.
+pub fn read_only_options(base: PgConnectOptions, config: &Config) -> PgConnectOptions {
+    base.application_name("tally-query-service").options([
+        ("default_transaction_read_only", "on".to_owned()),
+        ("statement_timeout", config.statement_timeout_ms.to_string()),
+        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string()),
+    ])
+}
+
+/// The pool that serves requests. Lazy: connections open on first use, so start-up survives a Postgres
+/// that is still booting, and the schema wait retries.
+pub fn read_only_pool(base: PgConnectOptions, config: &Config) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(config.database_pool_size)
+        .acquire_timeout(config.database_acquire_timeout())
+        .connect_lazy_with(read_only_options(base, config))
+}
+
+/// The pool of `config.database_url`.
+pub fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let base: PgConnectOptions = config.database_url.parse().context("parse DATABASE_URL")?;
+    Ok(read_only_pool(base, config))
+}
+
+/// Fails unless connections of `pool` are read-only: the promise that query-service cannot write.
+pub async fn ensure_read_only(pool: &PgPool) -> anyhow::Result<()> {
+    let read_only: String = sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+        .fetch_one(pool)
+        .await
+        .context("read transaction_read_only")?;
+    if read_only != "on" {
+        bail!("query-service connections must be read-only (default_transaction_read_only = on)");
+    }
+    Ok(())
+}
+
+/// Waits until every relation of [`RELATIONS_READ`] exists (command-service applies the migrations), for at most `wait`.
+pub async fn wait_for_schema(pool: &PgPool, wait: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    let mut attempt: u64 = 0;
+    loop {
+        let missing = missing_relations(pool).await;
+        let say = attempt.is_multiple_of(ATTEMPTS_PER_LOG_LINE);
+        match &missing {
+            Ok(missing) if missing.is_empty() => return Ok(()),
+            Ok(missing) if say => tracing::info!(?missing, "waiting for the schema"),
+            Err(error) if say => tracing::warn!(error = format!("{error:#}"), "waiting for Postgres"),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return match missing {
+                Ok(missing) => Err(anyhow::anyhow!("schema still lacks {missing:?} after {wait:?}")),
+                Err(error) => Err(error.context(format!("Postgres still unreachable after {wait:?}"))),
+            };
+        }
+        attempt += 1;
+        tokio::time::sleep(SCHEMA_POLL_INTERVAL).await;
+    }
+}
+
+async fn missing_relations(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = RELATIONS_READ.iter().map(|name| (*name).to_owned()).collect();
+    sqlx::query_scalar("SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL")
+        .bind(&names)
+        .fetch_all(pool)
+        .await
+        .context("look for the schema")
+}

@@ -1,0 +1,123 @@
+//! `ApiError`: every way a request can fail, and the only place that turns one into a status and a problem body.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tally_shared::api::{Problem, ProblemCode};
+use uuid::Uuid;
+
+/// Seconds a client is told to wait before retrying a 503.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// SQLSTATE of a statement cancelled by `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A path segment or query parameter that does not parse, named by `field`.
+    #[error("{field} {reason}")]
+    Validation { field: String, reason: String },
+    #[error("asset {code} not found")]
+    AssetNotFound { code: String },
+    #[error("wallet {wallet_id} not found")]
+    WalletNotFound { wallet_id: Uuid },
+    #[error("transfer {transfer_id} not found")]
+    TransferNotFound { transfer_id: Uuid },
+    #[error("no route for {path}")]
+    RouteNotFound { path: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the projection is at {position}, below the requested min_position {min_position}")]
+    ProjectionBehind { position: i64, min_position: i64 },
+    /// Postgres is unreachable or every connection is busy.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("the query took too long")]
+    Timeout(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
+        ApiError::Validation { field: field.into(), reason: reason.into() }
+    }
+
+    pub fn code(&self) -> ProblemCode {
+        match self {
+            ApiError::Validation { .. } => ProblemCode::ValidationFailed,
+            ApiError::AssetNotFound { .. } => ProblemCode::AssetNotFound,
+            ApiError::WalletNotFound { .. } => ProblemCode::WalletNotFound,
+            ApiError::TransferNotFound { .. } => ProblemCode::TransferNotFound,
+            ApiError::RouteNotFound { .. } => ProblemCode::NotFound,
+            ApiError::MethodNotAllowed => ProblemCode::MethodNotAllowed,
+            ApiError::ProjectionBehind { .. } => ProblemCode::ProjectionBehind,
+            ApiError::Unavailable(_) => ProblemCode::Unavailable,
+            ApiError::Timeout(_) => ProblemCode::Timeout,
+            ApiError::Internal(_) => ProblemCode::Internal,
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let problem = Problem::new(self.code(), self.to_string());
+        match self {
+            ApiError::Validation { field, .. } => problem.with("field", field),
+            ApiError::AssetNotFound { code } => problem.with("asset", code),
+            ApiError::WalletNotFound { wallet_id } => problem.with("wallet_id", wallet_id),
+            ApiError::TransferNotFound { transfer_id } => problem.with("transfer_id", transfer_id),
+            ApiError::ProjectionBehind { position, min_position } => {
+                problem.with("position", position).with("min_position", min_position)
+            }
+            ApiError::RouteNotFound { .. }
+            | ApiError::MethodNotAllowed
+            | ApiError::Unavailable(_)
+            | ApiError::Timeout(_)
+            | ApiError::Internal(_) => problem,
+        }
+    }
+
+    fn log(&self) {
+        match self {
+            ApiError::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
+            ApiError::Unavailable(cause) | ApiError::Timeout(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), code = self.code().code(), "request failed")
+            }
+            _ => {}
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    /// Database trouble the client can retry through is a 503; anything else is a bug or corrupt data: 500.
+    fn from(error: anyhow::Error) -> ApiError {
+        match error.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => {
+                ApiError::Unavailable(error)
+            }
+            Some(sqlx::Error::Database(database)) if database.code().as_deref() == Some(QUERY_CANCELED) => {
+                ApiError::Timeout(error)
+            }
+            _ => ApiError::Internal(error),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let problem = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        problem_response(status, &problem, status == StatusCode::SERVICE_UNAVAILABLE)
+    }
+}
+
+/// `problem` as `application/problem+json`, with `Retry-After` when the client should come back.
+pub fn problem_response(status: StatusCode, problem: &Problem, retry: bool) -> Response {
+    let body = serde_json::to_vec(problem).expect("problems serialize");
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    if retry {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+}

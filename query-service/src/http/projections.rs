@@ -1,0 +1,20 @@
+//! `GET /v1/projections`: each projection's checkpoint, the head of the log, and the lag between them.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::http::error::ApiError;
+use crate::http::params::QueryParams;
+use crate::http::AppState;
+use crate::read_models::{self, ProjectionView};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProjectionList {
+    pub items: Vec<ProjectionView>,
+}
+
+pub async fn list(State(state): State<AppState>, query: QueryParams) -> Result<Json<ProjectionList>, ApiError> {
+    query.allow(&[])?;
+    Ok(Json(ProjectionList { items: read_models::projections(&state.pool).await? }))
+}

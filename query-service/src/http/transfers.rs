@@ -1,0 +1,41 @@
+//! `GET /v1/transfers/{transfer_id}` and `GET /v1/transfers?reference=`: transfers as the command answered
+//! them, with their reversals.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tally_shared::api::{check_text, TransferView, REFERENCE_LENGTH_MAX};
+
+use crate::http::error::ApiError;
+use crate::http::params::{self, QueryParams, Segment};
+use crate::http::AppState;
+use crate::read_models;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransferList {
+    pub items: Vec<TransferView>,
+}
+
+pub async fn one(
+    State(state): State<AppState>,
+    Segment(transfer_id): Segment,
+    query: QueryParams,
+) -> Result<Json<TransferView>, ApiError> {
+    query.allow(&[])?;
+    let transfer_id = params::transfer_id(&transfer_id)?;
+    let transfer = read_models::transfer(&state.pool, transfer_id).await?;
+    transfer.map(Json).ok_or(ApiError::TransferNotFound { transfer_id })
+}
+
+/// The transfers carrying a reference, oldest first (at most `TRANSFERS_BY_REFERENCE_MAX`).
+pub async fn by_reference(State(state): State<AppState>, query: QueryParams) -> Result<Json<TransferList>, ApiError> {
+    let query = query.allow(&["reference"])?;
+    let reference = query.text("reference").ok_or_else(|| ApiError::validation("reference", "is required"))?;
+    check_text("reference", reference, REFERENCE_LENGTH_MAX).map_err(|_| {
+        ApiError::validation(
+            "reference",
+            format!("must have 1 to {REFERENCE_LENGTH_MAX} characters and no control characters"),
+        )
+    })?;
+    Ok(Json(TransferList { items: read_models::transfers_by_reference(&state.pool, reference).await? }))
+}

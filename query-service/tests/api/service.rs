@@ -1,0 +1,64 @@
+//! Cross-cutting behaviour: unknown routes, health, metrics, the projection position header.
+
+use sqlx::PgPool;
+
+use crate::support::TestApp;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_routes_and_methods_answer_problems(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+
+    let unknown = app.get("/v1/nothing-here").await;
+    let wrong_method =
+        crate::support::answer(app.client.post(format!("{}/v1/assets", app.base_url)).send().await.unwrap()).await;
+
+    unknown.problem(404, "not_found");
+    assert!(unknown.projection_position() >= 0);
+    wrong_method.problem(405, "method_not_allowed");
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn health_reports_postgres_and_nats(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+
+    let live = app.get("/health/live").await;
+    let ready = app.get("/health/ready").await;
+
+    assert_eq!(live.ok()["status"], "live");
+    let ready = ready.ok();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["postgres"], "up");
+    assert!(["connected", "disconnected", "pending"].contains(&ready["nats"].as_str().unwrap()), "{ready}");
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn metrics_count_requests_by_route_and_status(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.get("/v1/wallets/0192f0c1-8a7e-7d00-8000-000000000001").await.problem(404, "wallet_not_found");
+
+    let response = app.client.get(format!("{}/metrics", app.base_url)).send().await.unwrap();
+    let text = response.text().await.unwrap();
+
+    let counted = text.lines().any(|line| {
+        line.starts_with("tally_http_requests_total")
+            && line.contains(r#"route="/v1/wallets/{wallet_id}""#)
+            && line.contains(r#"status="404""#)
+    });
+    assert!(counted, "{text}");
+    assert!(text.contains("tally_http_request_duration_seconds_bucket"), "{text}");
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_answer_carries_the_projection_position(pool: PgPool) {
+    crate::support::advance_checkpoint(&pool, 7, false).await;
+    let app = TestApp::spawn(pool).await;
+
+    for path in ["/v1/assets", "/v1/events", "/v1/projections", "/health/live", "/v1/wallets/nope", "/nowhere"] {
+        let answer = app.get(path).await;
+        assert_eq!(answer.projection_position(), 7, "{path}");
+    }
+    app.stop().await;
+}
