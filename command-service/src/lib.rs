@@ -85,8 +85,7 @@ impl App {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         };
         let router = http::router(state, http_limits);
-        let listener =
-            TcpListener::bind(config.listen_addr).await.with_context(|| format!("listen on {}", config.listen_addr))?;
+        let listener = listen(config.listen_addr).with_context(|| format!("listen on {}", config.listen_addr))?;
         Ok(App { listener, router, appender })
     }
 
@@ -103,6 +102,17 @@ impl App {
         tracing::info!("command-service stopped");
         Ok(())
     }
+}
+
+/// Connections waiting to be accepted at most: bursts of thousands of clients connect at once.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
