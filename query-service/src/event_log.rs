@@ -127,9 +127,14 @@ struct BalanceRow {
 /// `WalletCredited` event at or before it, zero if none; `None` if the stream does not exist.
 ///
 /// The last event at or before the moment is found by a binary search over the stream's versions, each step
-/// one lookup of the `(stream_id, version)` key, so the cost is O(log length) at any depth. That relies on
-/// positions and `recorded_at` never decreasing along a stream's versions: a version is appended only after
-/// the previous one committed, and command-service stamps `recorded_at` under the append lock.
+/// one lookup of the `(stream_id, version)` key, so the cost is O(log length) at any depth. The answer is the
+/// version `v` where the moment falls between event `v` and event `v + 1`:
+/// - by position this is exact: a version is appended only after the previous one committed, and positions
+///   are allocated in commit order, so positions increase along a stream;
+/// - by instant it is exact while `recorded_at` does not decrease along the stream. command-service stamps
+///   `recorded_at` when a batch starts, so two processes (or a clock step) can make a later version carry an
+///   earlier stamp by a few milliseconds; within such an inversion the search still lands on a version where
+///   the stamps cross the instant, never on an invented balance.
 pub async fn balance_at(pool: &PgPool, stream_id: &str, moment: Moment) -> anyhow::Result<Option<BalanceAt>> {
     // The other bound is the end of time, so that one statement serves both kinds of moment.
     let (position, instant) = match moment {

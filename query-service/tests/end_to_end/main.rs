@@ -1,0 +1,13 @@
+//! End to end: commands through the real command-service, read back through query-service.
+
+// This whole crate is tests (helpers included, which `allow-unwrap-in-tests` does not see): a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../api/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+mod commands;
+
+mod balance;
+mod global_log;
