@@ -1,13 +1,13 @@
 //! The ledger Decider: one [`Command`] decided against the [`World`] of the streams it touches,
 //! giving the [`Change`]s to append (each an event on one stream), all or nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 
 use crate::asset::{self, Asset, AssetCode, AssetDefinition, DefineAsset};
 use crate::envelope::{Change, Event, StreamId};
-use crate::money::{Amount, AmountError};
+use crate::money::{exact_add, exact_sub, Amount, AmountError};
 use crate::transfer::{
     self, Leg, LegRole, Transfer, TransferCommand, TransferId, TransferKind, TransferRecorded, TransferReversed,
 };
@@ -254,8 +254,9 @@ pub fn dependencies(world: &World, command: &Command) -> Vec<Dependency> {
         }
         Command::ChangeStatus { wallet_id, .. } => needed.push(Dependency::Stream(StreamId::Wallet(*wallet_id))),
     }
-    needed.retain(|dependency| !world.knows(dependency));
-    needed.dedup();
+    // A wallet may appear in several legs: name each dependency once, in first-seen order.
+    let mut named = HashSet::new();
+    needed.retain(|dependency| !world.knows(dependency) && named.insert(dependency.clone()));
     needed
 }
 
@@ -451,6 +452,7 @@ fn open_wallet(
     overdraft_limit: Option<Decimal>,
     metadata: &serde_json::Value,
 ) -> Result<Vec<Change>, DomainError> {
+    crate::api::check_text("owner_id", owner_id, wallet::OWNER_ID_LENGTH_MAX)?;
     let definition = world.asset(asset)?;
     if let Some(Some(existing)) = world.owners.get(&(owner_id.to_owned(), asset.clone())) {
         return Err(DomainError::WalletExists { wallet_id: *existing });
@@ -506,13 +508,47 @@ fn record(world: &World, recorded: TransferRecorded) -> Result<Vec<Change>, Doma
         for (wallet_id, command) in [(leg.from_wallet_id, debit), (leg.to_wallet_id, credit)] {
             world.wallet(wallet_id)?;
             let state = touched.remove(&wallet_id).unwrap_or_else(|| world.wallets[&wallet_id].clone());
-            let events = wallet::decide(&state, &command)?;
+            let events = match wallet::decide(&state, &command) {
+                Err(DomainError::InsufficientFunds { wallet_id, .. }) => {
+                    return Err(insufficient_funds(world, wallet_id, &legs))
+                }
+                decided => decided?,
+            };
             let next = events.iter().fold(state, wallet::evolve);
             touched.insert(wallet_id, next);
             changes.extend(wallet_changes(wallet_id, events));
         }
     }
     Ok(changes)
+}
+
+/// A transfer may take from one wallet in several legs (an amount and its fee) and give to it in others
+/// (a reversal returns a fee before it takes back an amount). The refusal names what the wallet had
+/// available before the transfer and all that the transfer would take from it, not the one leg that crossed
+/// the limit: "2.00 available, 3.00 requested" for a transfer of 8.00 with a fee of 3.00 from 10.00 misleads.
+fn insufficient_funds(world: &World, wallet_id: WalletId, legs: &[Leg]) -> DomainError {
+    let open = match world.wallet(wallet_id) {
+        Ok(open) => open,
+        Err(error) => return error,
+    };
+    let taken = legs.iter().try_fold(wallet::zero_at(open.scale), |taken, leg| {
+        if leg.from_wallet_id == wallet_id {
+            exact_add(taken, leg.amount)
+        } else if leg.to_wallet_id == wallet_id {
+            exact_sub(taken, leg.amount)
+        } else {
+            Some(taken)
+        }
+    });
+    let available = open.overdraft_limit.and_then(|limit| exact_add(open.balance, limit));
+    match (available, taken) {
+        (Some(available), Some(taken)) => DomainError::InsufficientFunds {
+            wallet_id,
+            available: open.scale.format(available),
+            requested: open.scale.format(taken),
+        },
+        _ => DomainError::AmountOutOfRange,
+    }
 }
 
 fn wallet_changes(wallet_id: WalletId, events: Vec<wallet::WalletEvent>) -> Vec<Change> {

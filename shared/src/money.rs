@@ -277,6 +277,40 @@ mod tests {
     }
 
     #[test]
+    fn mul_div_half_up_is_exact_beyond_128_bits() {
+        assert_eq!(mul_div_half_up(1, 1, 2), Some(1));
+        assert_eq!(mul_div_half_up(1, 1, 3), Some(0));
+        assert_eq!(mul_div_half_up(2, 1, 3), Some(1));
+        assert_eq!(mul_div_half_up(7, 0, 3), Some(0));
+        assert_eq!(mul_div_half_up(7, 5, 0), None);
+        // (2^96 - 1)^2 / (2^96 - 1) needs a 192-bit product.
+        let max = (1u128 << 96) - 1;
+        assert_eq!(mul_div_half_up(max, max, max), Some(max));
+        // (2^100 + 1) × 2^27 / 2^28 = 2^99 + 0.5: rounds up.
+        assert_eq!(mul_div_half_up((1 << 100) + 1, 1 << 27, 1 << 28), Some((1 << 99) + 1));
+        assert_eq!(mul_div_half_up(u128::MAX, u128::MAX, 1), None);
+        assert_eq!(mul_div_half_up(u128::MAX, u128::MAX, u128::MAX), Some(u128::MAX));
+    }
+
+    #[test]
+    fn exact_sums_refuse_to_drop_decimal_places() {
+        assert_eq!(exact_add(dec("1.50"), dec("2.25")), Some(dec("3.75")));
+        assert_eq!(exact_sub(dec("1.50"), dec("2.25")).unwrap().to_string(), "-0.75");
+        // Decimal would answer 1000000000000000000000000000.0, a hundredth short of the truth.
+        let half = dec("500000000000000000000000000.01");
+        assert_eq!(half.checked_add(half).unwrap().scale(), 1);
+        assert_eq!(exact_add(half, half), None);
+        assert_eq!(exact_sub(-half, half), None);
+    }
+
+    #[test]
+    fn fit_refuses_what_the_scale_cannot_hold() {
+        let eighteen = Scale::new(18).unwrap();
+        assert_eq!(eighteen.fit(dec("10000000000")).unwrap().scale(), 18);
+        assert_eq!(eighteen.fit(dec("100000000000")), Err(AmountError::OutOfRange));
+    }
+
+    #[test]
     fn wire_decimal_reads_strings_and_exact_numbers() {
         let from_number: WireDecimal = serde_json::from_str("10.10").unwrap();
         assert_eq!(from_number.0.to_string(), "10.10");

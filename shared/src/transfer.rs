@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::asset::AssetCode;
 use crate::ledger::DomainError;
-use crate::money::Scale;
+use crate::money::{from_units, mul_div_half_up, units_at, Scale};
 use crate::wallet::WalletId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -177,8 +177,11 @@ impl RecordedTransfer {
         let fee = if requested == remaining {
             self.fee - self.reversed_fee
         } else {
-            let share = self.fee.checked_mul(requested).and_then(|product| product.checked_div(self.amount));
-            let share = self.scale.round_half_up(share.ok_or(DomainError::AmountOutOfRange)?);
+            // fee × requested ÷ amount, on whole units so that only the final half up rounds.
+            let units = |value: Decimal| units_at(value, self.scale).ok_or(DomainError::AmountOutOfRange);
+            let share = mul_div_half_up(units(self.fee)?, units(requested)?, units(self.amount)?)
+                .and_then(|share| from_units(share, self.scale))
+                .ok_or(DomainError::AmountOutOfRange)?;
             share.min(self.fee - self.reversed_fee)
         };
         let legs = self
