@@ -105,7 +105,8 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = inner.to_string();
         let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next());
         let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
-        let field = match (unknown.or(missing), path.as_str()) {
+        // The path of an unknown field already ends with its name; a missing field's path is its parent's.
+        let field = match (missing, path.as_str()) {
             (Some(name), "." | "") => name.to_owned(),
             (Some(name), parent) => format!("{parent}.{name}"),
             (None, path) => path.to_owned(),

@@ -17,7 +17,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use sqlx::PgPool;
 use tally_shared::api::ProblemCode;
-use tally_shared::ledger::Command;
+use tally_shared::ledger::{Command, DomainError};
+use tally_shared::money::{AmountError, WireDecimal};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -145,6 +146,29 @@ fn optional_text(field: &str, text: &Option<String>, length_max: usize) -> Resul
 
 fn metadata(value: &Option<serde_json::Value>) -> Result<serde_json::Value, ApiError> {
     tally_shared::api::check_metadata(value).map_err(|error| ApiError::from(&error))
+}
+
+/// An amount must be above zero whatever the wallet: refused here, before anything is stored, so the
+/// client can fix the body and retry under the same key. Scale is checked by the domain, which knows the asset.
+fn positive(field: &str, amount: WireDecimal) -> Result<rust_decimal::Decimal, ApiError> {
+    if amount.0 <= rust_decimal::Decimal::ZERO {
+        return Err(ApiError::from(&DomainError::InvalidAmount {
+            field: field.to_owned(),
+            reason: AmountError::NotPositive,
+        }));
+    }
+    Ok(amount.0)
+}
+
+/// A fee or a limit may be zero, never negative.
+fn non_negative(field: &str, amount: WireDecimal) -> Result<rust_decimal::Decimal, ApiError> {
+    if amount.0 < rust_decimal::Decimal::ZERO {
+        return Err(ApiError::from(&DomainError::InvalidAmount {
+            field: field.to_owned(),
+            reason: AmountError::Negative,
+        }));
+    }
+    Ok(amount.0)
 }
 
 fn path_id(field: &str, text: &str) -> Result<uuid::Uuid, ApiError> {

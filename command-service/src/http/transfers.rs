@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::input::CommandInput;
-use super::{metadata, optional_text, path_id, run, AppState};
+use super::{metadata, non_negative, optional_text, path_id, positive, run, AppState};
 
 pub async fn transfer(
     State(state): State<AppState>,
@@ -21,8 +21,8 @@ pub async fn transfer(
         transfer_id: TransferId(Uuid::now_v7()),
         from_wallet_id: WalletId(request.from_wallet_id),
         to_wallet_id: WalletId(request.to_wallet_id),
-        amount: request.amount.0,
-        fee: request.fee.map(|fee| fee.0),
+        amount: positive("amount", request.amount)?,
+        fee: request.fee.map(|fee| non_negative("fee", fee)).transpose()?,
         reference: optional_text("reference", &request.reference, api::REFERENCE_LENGTH_MAX)?,
         metadata: metadata(&request.metadata)?,
     };
@@ -38,7 +38,7 @@ pub async fn reverse(
     let command = Command::Reverse {
         reversal_id: TransferId(Uuid::now_v7()),
         transfer_id,
-        amount: input.body.amount.map(|amount| amount.0),
+        amount: input.body.amount.map(|amount| positive("amount", amount)).transpose()?,
         reason: optional_text("reason", &input.body.reason, api::REASON_LENGTH_MAX)?,
     };
     run(&state, input, command).await

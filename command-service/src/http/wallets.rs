@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::input::CommandInput;
-use super::{metadata, optional_text, path_id, run, AppState};
+use super::{metadata, non_negative, optional_text, path_id, positive, run, AppState};
 
 pub async fn open(State(state): State<AppState>, input: CommandInput<OpenWalletRequest>) -> Result<Response, ApiError> {
     let request = &input.body;
@@ -23,7 +23,7 @@ pub async fn open(State(state): State<AppState>, input: CommandInput<OpenWalletR
         wallet_id: WalletId(Uuid::now_v7()),
         owner_id: request.owner_id.clone(),
         asset,
-        overdraft_limit: request.overdraft_limit.map(|limit| limit.0),
+        overdraft_limit: request.overdraft_limit.map(|limit| non_negative("overdraft_limit", limit)).transpose()?,
         metadata: metadata(&request.metadata)?,
     };
     run(&state, input, command).await
@@ -60,7 +60,7 @@ pub async fn act(
             transfer_id: TransferId(Uuid::now_v7()),
             kind,
             wallet_id,
-            amount: body.amount.0,
+            amount: positive("amount", body.amount)?,
             reference: optional_text("reference", &body.reference, api::REFERENCE_LENGTH_MAX)?,
             metadata: metadata(&body.metadata)?,
         };
