@@ -28,7 +28,7 @@ pub struct Config {
     pub min_position_wait_ms: u64,
 
     /// Postgres connections in the pool serving requests (the checkpoint listener holds one more).
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub database_pool_size: u32,
 
     /// How long a request waits for a free pool connection before `503 unavailable`, in ms.

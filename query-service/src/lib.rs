@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use crate::config::Config;
-use crate::http::AppState;
+use crate::http::{AppState, Shared};
 
 /// A query-service bound to its port, ready to serve.
 pub struct App {
@@ -68,8 +68,13 @@ impl App {
             .context("connect to NATS")?;
         let metrics = http::metrics::recorder();
         tasks.spawn(upkeep(metrics.clone()));
-        let state =
-            AppState { pool: pool.clone(), checkpoint, nats, min_position_wait: config.min_position_wait(), metrics };
+        let state = AppState::new(Shared {
+            pool: pool.clone(),
+            checkpoint,
+            nats,
+            min_position_wait: config.min_position_wait(),
+            metrics,
+        });
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("bind {}", config.listen_addr))?;
         Ok(App { listener, router: http::router(state), pool, listener_pool, tasks, config })

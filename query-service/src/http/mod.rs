@@ -14,6 +14,8 @@ pub mod streams;
 pub mod transfers;
 pub mod wallets;
 
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -32,9 +34,24 @@ use tower_http::trace::TraceLayer;
 use crate::checkpoint::Checkpoint;
 use crate::http::error::ApiError;
 
-/// What every handler may use.
+/// What every handler may use. Cloned for every extractor of every request: one `Arc`, one atomic add.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub pool: PgPool,
     pub checkpoint: Checkpoint,
     /// Only to report its state in `/health/ready`: query-service answers without NATS.
