@@ -5,6 +5,7 @@
 //! `CHECKPOINT_POLL_MS`, in case a notification was lost (for example while the listener reconnected).
 //! Both feed one `tokio::sync::watch`, which requests read and wait on: waiting never polls Postgres.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ const LISTEN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Checkpoint {
     sender: Arc<watch::Sender<i64>>,
+    /// Requests waiting in [`Checkpoint::wait_for`] right now.
+    waiting: Arc<AtomicUsize>,
     pool: PgPool,
 }
 
@@ -42,6 +45,11 @@ impl Checkpoint {
         *self.sender.borrow()
     }
 
+    /// Requests waiting for the projection right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Waits, at most `wait`, until the checkpoint reaches `position`: `Ok(checkpoint)` once it has,
     /// `Err(checkpoint)` with the checkpoint reached when the wait runs out.
     pub async fn wait_for(&self, position: i64, wait: Duration) -> Result<i64, i64> {
@@ -49,6 +57,7 @@ impl Checkpoint {
         if known >= position {
             return Ok(known);
         }
+        let _waiting = Waiting::start(&self.waiting);
         // The watch may trail a batch whose notification is still on its way: one fresh read settles it.
         self.refresh().await;
         let mut receiver = self.sender.subscribe();
@@ -89,11 +98,29 @@ impl Checkpoint {
     }
 }
 
+/// Counts one waiting request for as long as it lives, however the wait ends (even by cancellation).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(waiting: &'a AtomicUsize) -> Waiting<'a> {
+        let now = waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("tally_query_read_your_writes_waiting").set(now as f64);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let now = self.0.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!("tally_query_read_your_writes_waiting").set(now as f64);
+    }
+}
+
 /// Starts following the checkpoint: the listener task (on its own connection from `listener_pool`) and the
 /// fallback re-read (through `pool`), both in `tasks`. The first read is done before this returns.
 pub async fn follow(pool: PgPool, listener_pool: PgPool, poll: Duration, tasks: &mut JoinSet<()>) -> Checkpoint {
     let (sender, _) = watch::channel(0);
-    let checkpoint = Checkpoint { sender: Arc::new(sender), pool };
+    let checkpoint = Checkpoint { sender: Arc::new(sender), waiting: Arc::new(AtomicUsize::new(0)), pool };
     checkpoint.refresh().await;
     tasks.spawn(listen(checkpoint.clone(), listener_pool));
     tasks.spawn(poll_slowly(checkpoint.clone(), poll));

@@ -36,13 +36,21 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         async_nats::connection::State::Pending => "pending",
     };
     let position = state.checkpoint.current();
+    let waiting = state.checkpoint.waiting();
     if postgres == "up" {
-        return Json(json!({ "status": "ready", "postgres": postgres, "nats": nats, "projection_position": position }))
-            .into_response();
+        let report = json!({
+            "status": "ready",
+            "postgres": postgres,
+            "nats": nats,
+            "projection_position": position,
+            "read_your_writes_waiting": waiting,
+        });
+        return Json(report).into_response();
     }
     let problem = Problem::new(ProblemCode::Unavailable, "Postgres does not answer")
         .with("postgres", postgres)
         .with("nats", nats)
-        .with("projection_position", position);
+        .with("projection_position", position)
+        .with("read_your_writes_waiting", waiting);
     problem_response(StatusCode::SERVICE_UNAVAILABLE, &problem, true)
 }

@@ -1,8 +1,10 @@
 //! Cross-cutting behaviour: unknown routes, health, metrics, the projection position header.
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 
-use crate::support::TestApp;
+use crate::support::{answer, eventually, TestApp};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unknown_routes_and_methods_answer_problems(pool: PgPool) {
@@ -30,6 +32,7 @@ async fn health_reports_postgres_and_nats(pool: PgPool) {
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["postgres"], "up");
     assert!(["connected", "disconnected", "pending"].contains(&ready["nats"].as_str().unwrap()), "{ready}");
+    assert_eq!(ready["read_your_writes_waiting"], 0);
     app.stop().await;
 }
 
@@ -61,4 +64,23 @@ async fn every_answer_carries_the_projection_position(pool: PgPool) {
         assert_eq!(answer.projection_position(), 7, "{path}");
     }
     app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn shutdown_lets_a_request_in_flight_finish(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, &["--min-position-wait-ms", "1500"]).await;
+    let in_flight = tokio::spawn({
+        let (client, url) = (app.client.clone(), format!("{}/v1/assets?min_position=999", app.base_url));
+        async move { answer(client.get(url).send().await.unwrap()).await }
+    });
+    eventually(100, Duration::from_millis(20), || async {
+        let ready = app.get("/health/ready").await;
+        (ready.ok()["read_your_writes_waiting"] == 1).then_some(())
+    })
+    .await;
+
+    app.stop().await;
+    let answered = in_flight.await.unwrap();
+
+    answered.problem(503, "projection_behind");
 }
