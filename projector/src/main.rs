@@ -1,1 +1,58 @@
-fn main() {}
+//! The `projector` binary: parse the command line, set up logs, and run, rebuild or verify.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use projector::{app, rebuild, telemetry, verify, App, Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    let log_format = match &command {
+        Command::Run(config) => config.log_format.clone(),
+        Command::Rebuild(config) => config.log_format.clone(),
+        Command::Verify(config) => config.log_format.clone(),
+    };
+    telemetry::init(&log_format);
+    let result = match command {
+        Command::Run(config) => run(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Rebuild(config) => rebuild::main(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Verify(config) => verify::main(config).await,
+    };
+    result.unwrap_or_else(|error| {
+        tracing::error!(error = format!("{error:#}"), "projector failed");
+        ExitCode::FAILURE
+    })
+}
+
+async fn run(config: projector::Config) -> anyhow::Result<()> {
+    let pool = app::pool(&config)?;
+    let app = App::build(config, pool).await?;
+    tracing::info!(listen_addr = %app.local_addr(), "projector started");
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.context("listen for Ctrl-C").ok();
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,554 @@
+//! Folds a batch of events into the rows to write, in memory, so that each read model is written with a
+//! handful of bulk statements per batch instead of one statement per event. Pure: what the batch needs to
+//! know from before it ([`Prior`]) is loaded by the caller first.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tally_shared::asset::AssetEvent;
+use tally_shared::envelope::{Event, StreamId};
+use tally_shared::transfer::TransferEvent;
+use tally_shared::wallet::{WalletEvent, WalletKind, WalletStatus};
+use uuid::Uuid;
+
+use crate::events::DecodedEvent;
+
+/// Why a batch cannot be folded: the log contradicts itself (it never should; the projector stops and says so).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("position {position}: wallet {wallet_id} has an event but was never opened")]
+    UnknownWallet { position: i64, wallet_id: Uuid },
+    #[error("position {position}: posting of transfer {transfer_id}, which was never recorded")]
+    UnknownTransfer { position: i64, transfer_id: Uuid },
+    #[error("position {position}: event {event_type} does not belong on stream {stream}")]
+    WrongStream { position: i64, stream: String, event_type: &'static str },
+}
+
+/// `-value`, never the negative zero that `rust_decimal` can produce (Postgres would print it as `0`, Rust as `-0`).
+pub fn negate(value: Decimal) -> Decimal {
+    let mut negated = -value;
+    if negated.is_zero() {
+        negated.set_sign_positive(true);
+    }
+    negated
+}
+
+/// A wallet's balance and version right after a transfer, as the command answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceEntry {
+    pub wallet_id: Uuid,
+    pub balance: String,
+    pub version: i64,
+}
+
+/// What a leg of `rm_transfers.legs` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegEntry {
+    pub from_wallet_id: Uuid,
+    pub to_wallet_id: Uuid,
+    pub amount: String,
+}
+
+/// A wallet the batch touches but did not open, as the read model had it before the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorWallet {
+    pub asset: String,
+    pub kind: String,
+    pub status: String,
+    pub balance: Decimal,
+}
+
+/// A transfer the batch posts legs of but did not record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorTransfer {
+    pub reference: Option<String>,
+    pub balances: Vec<BalanceEntry>,
+}
+
+/// What the batch needs from the read models before it can be folded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prior {
+    pub wallets: HashMap<Uuid, PriorWallet>,
+    pub transfers: HashMap<Uuid, PriorTransfer>,
+}
+
+/// Ids whose [`Prior`] the batch needs: wallets with events but not opened in the batch, transfers with
+/// postings but not recorded in the batch (a command cut in two by the batch limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub wallet_ids: Vec<Uuid>,
+    pub transfer_ids: Vec<Uuid>,
+}
+
+pub fn needs(events: &[DecodedEvent]) -> Needs {
+    let mut opened = std::collections::HashSet::new();
+    let mut recorded = std::collections::HashSet::new();
+    let mut wallet_ids = std::collections::BTreeSet::new();
+    let mut transfer_ids = std::collections::BTreeSet::new();
+    for event in events {
+        match (&event.stream, &event.event) {
+            (StreamId::Wallet(id), Event::Wallet(WalletEvent::WalletOpened(_))) => {
+                opened.insert(id.0);
+            }
+            (StreamId::Wallet(id), Event::Wallet(wallet_event)) => {
+                if !opened.contains(&id.0) {
+                    wallet_ids.insert(id.0);
+                }
+                if let WalletEvent::WalletDebited(posting) | WalletEvent::WalletCredited(posting) = wallet_event {
+                    if !recorded.contains(&posting.transfer_id.0) {
+                        transfer_ids.insert(posting.transfer_id.0);
+                    }
+                }
+            }
+            (StreamId::Transfer(id), Event::Transfer(TransferEvent::TransferRecorded(_))) => {
+                recorded.insert(id.0);
+            }
+            _ => {}
+        }
+    }
+    Needs { wallet_ids: wallet_ids.into_iter().collect(), transfer_ids: transfer_ids.into_iter().collect() }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetRow {
+    pub code: String,
+    pub scale: i32,
+    pub cash_in_fee: Option<serde_json::Value>,
+    pub treasury_wallet_id: Uuid,
+    pub revenue_wallet_id: Uuid,
+    pub fees_wallet_id: Uuid,
+    pub supply: Decimal,
+    pub user_balance_total: Decimal,
+    pub wallet_count: i64,
+    pub defined_at: DateTime<Utc>,
+    pub position: i64,
+}
+
+/// Changes to the totals of an asset defined before the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetTotalsUpdate {
+    pub code: String,
+    /// Minus the treasury's last balance, if the treasury moved.
+    pub supply: Option<Decimal>,
+    pub user_balance_delta: Decimal,
+    pub wallet_count_delta: i64,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalletRow {
+    pub wallet_id: Uuid,
+    pub owner_id: String,
+    pub asset: String,
+    pub kind: String,
+    pub status: String,
+    pub balance: Decimal,
+    pub overdraft_limit: Option<Decimal>,
+    pub version: i64,
+    pub position: i64,
+    pub metadata: Option<serde_json::Value>,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The new state of a wallet opened before the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalletUpdate {
+    pub wallet_id: Uuid,
+    pub status: String,
+    pub balance: Decimal,
+    pub version: i64,
+    pub position: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub wallet_id: Uuid,
+    pub version: i64,
+    pub position: i64,
+    pub transfer_id: Uuid,
+    pub kind: &'static str,
+    pub direction: &'static str,
+    pub amount: Decimal,
+    pub balance_after: Decimal,
+    pub counterparty_wallet_id: Uuid,
+    pub reference: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferRow {
+    pub transfer_id: Uuid,
+    pub kind: &'static str,
+    pub asset: String,
+    pub amount: Decimal,
+    pub fee: Decimal,
+    pub legs: Vec<LegEntry>,
+    pub balances: Vec<BalanceEntry>,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub reverses: Option<Uuid>,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub reversed_amount: Decimal,
+    pub position: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The balances and position of a transfer recorded before the batch, whose legs the batch posts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferUpdate {
+    pub transfer_id: Uuid,
+    pub balances: Vec<BalanceEntry>,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReversalRow {
+    pub transfer_id: Uuid,
+    pub reversal_id: Uuid,
+    pub amount: Decimal,
+    pub fee: Decimal,
+    pub position: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Principal moved and transfers counted, per asset and kind, in this batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeDelta {
+    pub asset: String,
+    pub kind: &'static str,
+    pub volume: Decimal,
+    pub transfer_count: i64,
+}
+
+/// Every row a batch writes. Vectors are in a deterministic order, so that a rebuild writes the same bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Writes {
+    pub new_assets: Vec<AssetRow>,
+    pub asset_updates: Vec<AssetTotalsUpdate>,
+    pub new_wallets: Vec<WalletRow>,
+    pub wallet_updates: Vec<WalletUpdate>,
+    pub history: Vec<HistoryRow>,
+    pub new_transfers: Vec<TransferRow>,
+    pub transfer_updates: Vec<TransferUpdate>,
+    /// Amount newly reversed of transfers recorded before the batch.
+    pub reversed_deltas: Vec<(Uuid, Decimal)>,
+    pub reversals: Vec<ReversalRow>,
+    pub volumes: Vec<VolumeDelta>,
+    /// Position of the batch's last event: the checkpoint after it.
+    pub last_position: i64,
+}
+
+#[derive(Debug, Default)]
+struct AssetTotals {
+    supply: Option<Decimal>,
+    user_balance_delta: Decimal,
+    wallet_count_delta: i64,
+    position: i64,
+}
+
+struct WalletState {
+    row: WalletRow,
+    is_new: bool,
+}
+
+#[derive(Default)]
+struct Fold {
+    new_assets: BTreeMap<String, AssetRow>,
+    totals: BTreeMap<String, AssetTotals>,
+    wallets: BTreeMap<Uuid, WalletState>,
+    history: Vec<HistoryRow>,
+    new_transfers: BTreeMap<Uuid, TransferRow>,
+    transfer_updates: BTreeMap<Uuid, TransferUpdate>,
+    reversed_deltas: BTreeMap<Uuid, Decimal>,
+    reversals: Vec<ReversalRow>,
+    volumes: BTreeMap<(String, &'static str), (Decimal, i64)>,
+}
+
+fn status_str(status: WalletStatus) -> String {
+    status.as_str().to_owned()
+}
+
+fn null_to_none(value: &serde_json::Value) -> Option<serde_json::Value> {
+    (!value.is_null()).then(|| value.clone())
+}
+
+/// Sets `wallet_id`'s entry in `balances`, keeping the order in which the transfer first touched each wallet.
+fn set_balance(balances: &mut Vec<BalanceEntry>, entry: BalanceEntry) {
+    match balances.iter_mut().find(|existing| existing.wallet_id == entry.wallet_id) {
+        Some(existing) => *existing = entry,
+        None => balances.push(entry),
+    }
+}
+
+/// Folds `events` (in position order) over what the read models held before them.
+pub fn fold(events: &[DecodedEvent], prior: &Prior) -> Result<Writes, FoldError> {
+    let mut fold = Fold::default();
+    for event in events {
+        fold.apply(event, prior)?;
+    }
+    Ok(fold.finish(events.last().map_or(0, |event| event.position)))
+}
+
+impl Fold {
+    fn apply(&mut self, event: &DecodedEvent, prior: &Prior) -> Result<(), FoldError> {
+        let position = event.position;
+        match (&event.stream, &event.event) {
+            (StreamId::Asset(_), Event::Asset(AssetEvent::AssetDefined(definition))) => {
+                let zero = tally_shared::wallet::zero_at(definition.scale);
+                let system = definition.system_wallets;
+                self.new_assets.insert(
+                    definition.code.to_string(),
+                    AssetRow {
+                        code: definition.code.to_string(),
+                        scale: i32::try_from(definition.scale.places()).expect("a scale is at most 28"),
+                        cash_in_fee: definition
+                            .cash_in_fee
+                            .as_ref()
+                            .map(|policy| serde_json::to_value(policy).expect("fee policies serialize")),
+                        treasury_wallet_id: system.treasury.0,
+                        revenue_wallet_id: system.revenue.0,
+                        fees_wallet_id: system.fees.0,
+                        supply: zero,
+                        user_balance_total: zero,
+                        wallet_count: 0,
+                        defined_at: event.recorded_at,
+                        position,
+                    },
+                );
+            }
+            (StreamId::Wallet(wallet_id), Event::Wallet(WalletEvent::WalletOpened(opened))) => {
+                let row = WalletRow {
+                    wallet_id: wallet_id.0,
+                    owner_id: opened.owner_id.clone(),
+                    asset: opened.asset.to_string(),
+                    kind: opened.kind.as_str().to_owned(),
+                    status: status_str(WalletStatus::Active),
+                    balance: tally_shared::wallet::zero_at(opened.scale),
+                    overdraft_limit: opened.overdraft_limit,
+                    version: event.version,
+                    position,
+                    metadata: null_to_none(&opened.metadata),
+                    opened_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                };
+                if opened.kind == WalletKind::User {
+                    let totals = self.totals.entry(row.asset.clone()).or_default();
+                    totals.wallet_count_delta += 1;
+                    totals.position = position;
+                }
+                self.wallets.insert(wallet_id.0, WalletState { row, is_new: true });
+            }
+            (StreamId::Wallet(wallet_id), Event::Wallet(wallet_event)) => {
+                let state = wallet_state(&mut self.wallets, wallet_id.0, position, event.recorded_at, prior)?;
+                state.row.version = event.version;
+                state.row.position = position;
+                state.row.updated_at = event.recorded_at;
+                let (posting, direction) = match wallet_event {
+                    WalletEvent::WalletDebited(posting) => (posting, "debit"),
+                    WalletEvent::WalletCredited(posting) => (posting, "credit"),
+                    WalletEvent::WalletFrozen(_) | WalletEvent::WalletUnfrozen(_) | WalletEvent::WalletClosed(_) => {
+                        let status = match wallet_event {
+                            WalletEvent::WalletFrozen(_) => WalletStatus::Frozen,
+                            WalletEvent::WalletClosed(_) => WalletStatus::Closed,
+                            _ => WalletStatus::Active,
+                        };
+                        state.row.status = status_str(status);
+                        return Ok(());
+                    }
+                    WalletEvent::WalletOpened(_) => unreachable!("matched above"),
+                };
+                let balance_before = std::mem::replace(&mut state.row.balance, posting.balance_after);
+                if state.row.kind == WalletKind::User.as_str() {
+                    let totals = self.totals.entry(state.row.asset.clone()).or_default();
+                    totals.user_balance_delta += posting.balance_after - balance_before;
+                    totals.position = position;
+                } else if state.row.kind == WalletKind::Treasury.as_str() {
+                    let totals = self.totals.entry(state.row.asset.clone()).or_default();
+                    totals.supply = Some(negate(posting.balance_after));
+                    totals.position = position;
+                }
+                let transfer_id = posting.transfer_id.0;
+                let entry = BalanceEntry {
+                    wallet_id: wallet_id.0,
+                    balance: posting.balance_after.to_string(),
+                    version: event.version,
+                };
+                let reference = if let Some(transfer) = self.new_transfers.get_mut(&transfer_id) {
+                    set_balance(&mut transfer.balances, entry);
+                    transfer.position = position;
+                    transfer.reference.clone()
+                } else {
+                    let known = prior
+                        .transfers
+                        .get(&transfer_id)
+                        .ok_or(FoldError::UnknownTransfer { position, transfer_id })?;
+                    let update = self.transfer_updates.entry(transfer_id).or_insert_with(|| TransferUpdate {
+                        transfer_id,
+                        balances: known.balances.clone(),
+                        position,
+                    });
+                    set_balance(&mut update.balances, entry);
+                    update.position = position;
+                    known.reference.clone()
+                };
+                self.history.push(HistoryRow {
+                    wallet_id: wallet_id.0,
+                    version: event.version,
+                    position,
+                    transfer_id,
+                    kind: posting.kind.as_str(),
+                    direction,
+                    amount: posting.amount,
+                    balance_after: posting.balance_after,
+                    counterparty_wallet_id: posting.counterparty_wallet_id.0,
+                    reference,
+                    recorded_at: event.recorded_at,
+                });
+            }
+            (StreamId::Transfer(transfer_id), Event::Transfer(TransferEvent::TransferRecorded(recorded))) => {
+                let volume = self.volumes.entry((recorded.asset.to_string(), recorded.kind.as_str())).or_default();
+                volume.0 += recorded.amount;
+                volume.1 += 1;
+                self.new_transfers.insert(
+                    transfer_id.0,
+                    TransferRow {
+                        transfer_id: transfer_id.0,
+                        kind: recorded.kind.as_str(),
+                        asset: recorded.asset.to_string(),
+                        amount: recorded.amount,
+                        fee: recorded.fee,
+                        legs: recorded
+                            .legs
+                            .iter()
+                            .map(|leg| LegEntry {
+                                from_wallet_id: leg.from_wallet_id.0,
+                                to_wallet_id: leg.to_wallet_id.0,
+                                amount: leg.amount.to_string(),
+                            })
+                            .collect(),
+                        balances: Vec::new(),
+                        reference: recorded.reference.clone(),
+                        metadata: null_to_none(&recorded.metadata),
+                        reverses: recorded.reverses.map(|id| id.0),
+                        reason: recorded.reason.clone(),
+                        idempotency_key: event.metadata.idempotency_key.clone(),
+                        reversed_amount: tally_shared::wallet::zero_at(recorded.scale),
+                        position,
+                        recorded_at: event.recorded_at,
+                    },
+                );
+            }
+            (StreamId::Transfer(transfer_id), Event::Transfer(TransferEvent::TransferReversed(reversed))) => {
+                self.reversals.push(ReversalRow {
+                    transfer_id: transfer_id.0,
+                    reversal_id: reversed.reversal_id.0,
+                    amount: reversed.amount,
+                    fee: reversed.fee,
+                    position,
+                    recorded_at: event.recorded_at,
+                });
+                match self.new_transfers.get_mut(&transfer_id.0) {
+                    Some(transfer) => transfer.reversed_amount += reversed.amount,
+                    None => *self.reversed_deltas.entry(transfer_id.0).or_default() += reversed.amount,
+                }
+            }
+            (stream, event) => {
+                let event_type = match event {
+                    Event::Asset(_) => "an asset event",
+                    Event::Wallet(_) => "a wallet event",
+                    Event::Transfer(_) => "a transfer event",
+                };
+                return Err(FoldError::WrongStream { position, stream: stream.to_string(), event_type });
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, last_position: i64) -> Writes {
+        let mut writes = Writes { last_position, ..Writes::default() };
+        let mut new_assets = self.new_assets;
+        for (code, totals) in self.totals {
+            match new_assets.get_mut(&code) {
+                Some(asset) => {
+                    if let Some(supply) = totals.supply {
+                        asset.supply = supply;
+                    }
+                    asset.user_balance_total += totals.user_balance_delta;
+                    asset.wallet_count += totals.wallet_count_delta;
+                    asset.position = asset.position.max(totals.position);
+                }
+                None => writes.asset_updates.push(AssetTotalsUpdate {
+                    code,
+                    supply: totals.supply,
+                    user_balance_delta: totals.user_balance_delta,
+                    wallet_count_delta: totals.wallet_count_delta,
+                    position: totals.position,
+                }),
+            }
+        }
+        writes.new_assets = new_assets.into_values().collect();
+        for state in self.wallets.into_values() {
+            if state.is_new {
+                writes.new_wallets.push(state.row);
+            } else {
+                let row = state.row;
+                writes.wallet_updates.push(WalletUpdate {
+                    wallet_id: row.wallet_id,
+                    status: row.status,
+                    balance: row.balance,
+                    version: row.version,
+                    position: row.position,
+                    updated_at: row.updated_at,
+                });
+            }
+        }
+        writes.history = self.history;
+        writes.new_transfers = self.new_transfers.into_values().collect();
+        writes.transfer_updates = self.transfer_updates.into_values().collect();
+        writes.reversed_deltas = self.reversed_deltas.into_iter().collect();
+        writes.reversals = self.reversals;
+        writes.volumes = self
+            .volumes
+            .into_iter()
+            .map(|((asset, kind), (volume, transfer_count))| VolumeDelta { asset, kind, volume, transfer_count })
+            .collect();
+        writes
+    }
+}
+
+/// The state of a wallet the batch touches, from the batch itself or from before it.
+fn wallet_state<'a>(
+    wallets: &'a mut BTreeMap<Uuid, WalletState>,
+    wallet_id: Uuid,
+    position: i64,
+    recorded_at: DateTime<Utc>,
+    prior: &Prior,
+) -> Result<&'a mut WalletState, FoldError> {
+    match wallets.entry(wallet_id) {
+        std::collections::btree_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+        std::collections::btree_map::Entry::Vacant(entry) => {
+            let known = prior.wallets.get(&wallet_id).ok_or(FoldError::UnknownWallet { position, wallet_id })?;
+            // Only the columns an update writes matter for a wallet opened before the batch.
+            let row = WalletRow {
+                wallet_id,
+                owner_id: String::new(),
+                asset: known.asset.clone(),
+                kind: known.kind.clone(),
+                status: known.status.clone(),
+                balance: known.balance,
+                overdraft_limit: None,
+                version: 0,
+                position,
+                metadata: None,
+                opened_at: recorded_at,
+                updated_at: recorded_at,
+            };
+            Ok(entry.insert(WalletState { row, is_new: false }))
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! One fenced batch: lock the checkpoint row, read the events after it, fold them, write the read models,
+//! move the checkpoint and wake query-service, all in one transaction.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::events::{self, EventRow};
+use crate::{batch, read_models, PROJECTION_ADVANCED_CHANNEL, PROJECTION_NAME};
+
+/// What one call of [`apply_next_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// `events` events up to `checkpoint` are applied and committed.
+    Applied { checkpoint: i64, events: usize, last_recorded_at: DateTime<Utc> },
+    /// No event after the checkpoint.
+    CaughtUp,
+    /// The committed checkpoint is not the one this instance expected: another instance (or a rebuild's swap)
+    /// moved it. Nothing was applied; continue from `checkpoint` only if still the leader.
+    Fenced { checkpoint: i64 },
+}
+
+/// Test hooks that simulate a crash at a chosen moment. Never armed in production.
+#[derive(Debug, Default)]
+pub struct Failpoints {
+    crash_after_apply: AtomicBool,
+}
+
+/// The error a failpoint raises: the process "dies" with the batch's writes made but not committed.
+#[derive(Debug, thiserror::Error)]
+#[error("failpoint: crashed after applying a batch, before its checkpoint")]
+pub struct InjectedCrash;
+
+impl Failpoints {
+    /// Makes the next batch fail after writing the read models and before writing the checkpoint.
+    pub fn crash_after_next_apply(&self) {
+        self.crash_after_apply.store(true, Ordering::SeqCst);
+    }
+
+    fn check_after_apply(&self) -> Result<(), InjectedCrash> {
+        if self.crash_after_apply.swap(false, Ordering::SeqCst) {
+            return Err(InjectedCrash);
+        }
+        Ok(())
+    }
+}
+
+/// Applies the events after `expected_checkpoint`, at most `batch_size_max`, in one transaction.
+///
+/// The checkpoint row is locked first (`FOR UPDATE`) and compared with what this instance expects: an instance
+/// that lost its leadership without noticing, or whose log position a rebuild replaced, stops here instead of
+/// applying a batch twice. Every writer takes that row lock before touching a read model, so writers never deadlock.
+#[tracing::instrument(skip(pool, failpoints), err(Debug))]
+pub async fn apply_next_batch(
+    pool: &PgPool,
+    expected_checkpoint: i64,
+    batch_size_max: i64,
+    failpoints: &Failpoints,
+) -> anyhow::Result<BatchOutcome> {
+    let mut transaction = pool.begin().await.context("begin a batch")?;
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
+            .bind(PROJECTION_NAME)
+            .fetch_one(&mut *transaction)
+            .await
+            .context("lock the checkpoint")?;
+    if checkpoint != expected_checkpoint {
+        return Ok(BatchOutcome::Fenced { checkpoint });
+    }
+    let rows = events::read_after(&mut transaction, checkpoint, batch_size_max).await?;
+    let Some(last) = rows.last() else {
+        return Ok(BatchOutcome::CaughtUp);
+    };
+    let (new_checkpoint, last_recorded_at, count) = (last.position, last.recorded_at, rows.len());
+    let decoded = rows.iter().map(EventRow::decode).collect::<Result<Vec<_>, _>>()?;
+    let prior = read_models::load_prior(&mut transaction, "", &batch::needs(&decoded)).await?;
+    let writes = batch::fold(&decoded, &prior)?;
+    read_models::write(&mut transaction, "", &writes).await?;
+    failpoints.check_after_apply()?;
+    advance_checkpoint(&mut transaction, new_checkpoint).await?;
+    transaction.commit().await.context("commit a batch")?;
+    Ok(BatchOutcome::Applied { checkpoint: new_checkpoint, events: count, last_recorded_at })
+}
+
+/// Moves the checkpoint and wakes query-service's read-your-writes waiters; both take effect at commit.
+pub async fn advance_checkpoint(connection: &mut sqlx::PgConnection, checkpoint: i64) -> anyhow::Result<()> {
+    let updated =
+        sqlx::query("UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE projection = $1")
+            .bind(PROJECTION_NAME)
+            .bind(checkpoint)
+            .execute(&mut *connection)
+            .await
+            .context("move the checkpoint")?
+            .rows_affected();
+    anyhow::ensure!(updated == 1, "the checkpoint row of {PROJECTION_NAME} is missing");
+    sqlx::query("SELECT pg_notify($1, $2::text)")
+        .bind(PROJECTION_ADVANCED_CHANNEL)
+        .bind(checkpoint)
+        .execute(&mut *connection)
+        .await
+        .context("notify projection_advanced")?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The command line: `projector [run]`, `projector rebuild`, `projector verify`, each field also an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Poll interval at most: NATS carries no truth, so a lost notification may delay a projection by this much only.
+pub const POLL_INTERVAL_MS_MAX: u64 = 1_000;
+
+/// Events per batch at most: bounds the memory of one batch and the length of its transaction.
+pub const BATCH_SIZE_MAX_LIMIT: i64 = 50_000;
+
+/// Tally's projector: keeps the read models an exact replay of the event store.
+#[derive(Debug, Parser)]
+#[command(name = "projector", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `projector` alone means `projector run`.
+    #[command(flatten)]
+    pub run: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Keep the read models current (the default).
+    Run(Config),
+    /// Rebuild every read model from position 0 into fresh tables and swap them in atomically.
+    Rebuild(RebuildConfig),
+    /// Replay every stream and check read models, snapshots and invariants; exits non-zero on any finding.
+    Verify(VerifyConfig),
+}
+
+/// Settings of `projector run`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Postgres connection string of the event store and read models.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// NATS server; notifications only wake the projector early, so it works (by polling) while NATS is down.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Prefix of the NATS subject and JetStream stream, so that stacks sharing one NATS server stay apart.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "tally")]
+    pub nats_subject_prefix: String,
+
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8082")]
+    pub listen_addr: SocketAddr,
+
+    /// How often to look for new events without a notification, in milliseconds (at most 1000).
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=POLL_INTERVAL_MS_MAX))]
+    pub poll_interval_ms: u64,
+
+    /// Events applied per transaction at most.
+    #[arg(long, env = "BATCH_SIZE_MAX", default_value_t = 2_000,
+          value_parser = clap::value_parser!(i64).range(1..=BATCH_SIZE_MAX_LIMIT))]
+    pub batch_size_max: i64,
+
+    /// Connections to Postgres at most (one more is held for the leadership lock).
+    #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 4)]
+    pub database_connections_max: u32,
+
+    /// How often a standby instance retries to take the leadership lock, in milliseconds (at most 1000).
+    #[arg(long, env = "STANDBY_RETRY_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub standby_retry_ms: u64,
+
+    /// `json` for one JSON object per log line, anything else for human-readable lines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn standby_retry(&self) -> Duration {
+        Duration::from_millis(self.standby_retry_ms)
+    }
+}
+
+/// Settings of `projector rebuild`.
+#[derive(Debug, Clone, Args)]
+pub struct RebuildConfig {
+    /// Postgres connection string of the event store and read models.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Events applied per transaction while rebuilding.
+    #[arg(long, env = "REBUILD_BATCH_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..=BATCH_SIZE_MAX_LIMIT))]
+    pub batch_size: i64,
+
+    /// `json` for one JSON object per log line, anything else for human-readable lines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Settings of `projector verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyConfig {
+    /// Postgres connection string of the event store and read models.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Events read per query while replaying.
+    #[arg(long, env = "VERIFY_BATCH_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..=BATCH_SIZE_MAX_LIMIT))]
+    pub batch_size: i64,
+
+    /// Findings printed per check at most (all are counted).
+    #[arg(long, env = "VERIFY_FINDINGS_SHOWN_MAX", default_value_t = 20)]
+    pub findings_shown_max: usize,
+
+    /// `json` for one JSON object per log line, anything else for human-readable lines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
