@@ -1,0 +1,181 @@
+//! `projector verify`: passes on an honest database, and reports planted damage with a non-zero exit.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use projector::verify::{verify, Check};
+use sqlx::PgPool;
+use support::*;
+
+async fn projected_workload(pool: &PgPool) -> Ledger {
+    let mut ledger = Ledger::new(pool);
+    mixed_workload(&mut ledger, 4, 120, 31).await;
+    let projector = RunningProjector::start(pool, config(&unique_prefix(), NATS_URL_UNREACHABLE, &[])).await;
+    caught_up(pool).await;
+    projector.stop().await;
+    ledger
+}
+
+/// The URL of the test's own database, for the `projector` binary.
+fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").unwrap();
+    let database = pool.connect_options().get_database().unwrap().to_owned();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{database}")
+}
+
+async fn verify_exit_code(pool: &PgPool) -> (i32, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .args(["verify", "--database-url", &database_url(pool)])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    (output.status.code().unwrap(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_honest_database_passes(pool: PgPool) {
+    projected_workload(&pool).await;
+
+    let report = verify(&pool, 50).await.unwrap();
+
+    assert!(report.is_clean(), "{}", report.render(50));
+    assert!(report.events > 100, "{report:?}");
+    let (code, stdout) = verify_exit_code(&pool).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("OK: no finding"), "{stdout}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_tampered_event_payload_breaks_its_hash_chain(pool: PgPool) {
+    projected_workload(&pool).await;
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete").execute(&pool).await.unwrap();
+    let tampered: i64 = sqlx::query_scalar(
+        "UPDATE events SET data = jsonb_set(data, '{reference}', '\"rewritten\"')
+         WHERE position = (SELECT min(position) FROM events WHERE event_type = 'TransferRecorded')
+         RETURNING position",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    let report = verify(&pool, 50).await.unwrap();
+
+    let chain: Vec<_> = report.findings.iter().filter(|finding| finding.check == Check::HashChain).collect();
+    assert_eq!(chain.len(), 1, "{}", report.render(50));
+    assert!(chain[0].detail.contains(&format!("position {tampered}")), "{}", chain[0].detail);
+    let (code, stdout) = verify_exit_code(&pool).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("HashChain: 1 findings"), "{stdout}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_wrong_balance_row_is_reported(pool: PgPool) {
+    projected_workload(&pool).await;
+    let wallet: uuid::Uuid = sqlx::query_scalar(
+        "UPDATE rm_wallets SET balance = balance + 1
+         WHERE wallet_id = (SELECT wallet_id FROM rm_wallets WHERE kind = 'user' ORDER BY wallet_id LIMIT 1)
+         RETURNING wallet_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    let report = verify(&pool, 50).await.unwrap();
+
+    assert_eq!(report.findings.len(), 1, "{}", report.render(50));
+    assert_eq!(report.findings[0].check, Check::ReadModel);
+    assert!(report.findings[0].detail.contains(&format!("rm_wallets {wallet}: balance")), "{:?}", report.findings);
+    let (code, _) = verify_exit_code(&pool).await;
+    assert_eq!(code, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn damaged_history_totals_and_snapshots_are_reported(pool: PgPool) {
+    projected_workload(&pool).await;
+    sqlx::query("DELETE FROM rm_wallet_history WHERE (wallet_id, version) IN (SELECT wallet_id, version FROM rm_wallet_history LIMIT 1)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE rm_assets SET wallet_count = wallet_count + 1 WHERE code = 'GOLD'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE rm_asset_volumes SET volume = volume * 2 WHERE asset = 'GEMS' AND kind = 'topup'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE streams SET state = jsonb_set(state, '{balance}', '\"12345.00\"')
+         WHERE stream_id = (SELECT 'wallet-' || wallet_id FROM rm_wallets WHERE asset = 'GOLD' AND kind = 'user' LIMIT 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let report = verify(&pool, 50).await.unwrap();
+
+    let text = report.render(50);
+    assert!(report.has(Check::Snapshot), "{text}");
+    assert!(text.contains("rm_wallet_history") && text.contains("missing"), "{text}");
+    assert!(text.contains("rm_assets GOLD: wallet_count"), "{text}");
+    assert!(text.contains("rm_asset_volumes GEMS topup: volume"), "{text}");
+    assert!(!report.has(Check::HashChain) && !report.has(Check::ZeroSum), "{text}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_overdrawn_and_unbalanced_log_is_reported(pool: PgPool) {
+    let mut ledger = projected_workload(&pool).await;
+    let wallet = ledger.open_wallet("victim", "GOLD").await;
+    ledger.topup(wallet, "1.00").await;
+    // Plant a debit that takes the wallet below zero and has no matching credit, with a valid hash chain:
+    // only the invariants can catch it.
+    let row: (i64, String, serde_json::Value, Vec<u8>) = sqlx::query_as(
+        "SELECT version, event_type, data, hash FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(format!("wallet-{wallet}"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut posting = row.2.clone();
+    posting["amount"] = serde_json::json!("5.00");
+    posting["balance_after"] = serde_json::json!("-4.00");
+    let metadata = serde_json::json!({});
+    let recorded_at = tally_shared::envelope::truncate_to_micros(chrono::Utc::now());
+    let event_id = uuid::Uuid::now_v7();
+    let stream_id = format!("wallet-{wallet}");
+    let hash = tally_shared::envelope::HashedFields {
+        stream_id: &stream_id,
+        version: row.0 + 1,
+        event_id,
+        event_type: "WalletDebited",
+        data: &posting,
+        metadata: &metadata,
+        recorded_at,
+    }
+    .chain_hash(&row.3.clone().try_into().unwrap());
+    sqlx::query(
+        "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+         VALUES ($1, $2, $3, 'WalletDebited', $4, $5, $6, $7)",
+    )
+    .bind(&stream_id)
+    .bind(row.0 + 1)
+    .bind(event_id)
+    .bind(&posting)
+    .bind(&metadata)
+    .bind(recorded_at)
+    .bind(hash.as_slice())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let report = verify(&pool, 50).await.unwrap();
+
+    let text = report.render(50);
+    assert!(report.has(Check::Limit), "{text}");
+    assert!(report.has(Check::ZeroSum), "{text}");
+    assert!(report.has(Check::TransferBalance), "{text}");
+    assert!(report.has(Check::Snapshot), "the snapshot no longer matches: {text}");
+    assert!(!report.has(Check::HashChain), "{text}");
+}
