@@ -36,17 +36,26 @@ impl Answered {
     }
 }
 
+/// A NATS subject prefix of this test's own, so that tests running at once never hear each other.
+pub fn unique_prefix() -> String {
+    format!("qs{}", uuid::Uuid::now_v7().simple())
+}
+
 impl CommandService {
     /// Starts command-service before anything else of the test: it installs the process's metrics recorder
     /// and refuses to start after another one, while query-service only warns.
     pub async fn spawn(pool: PgPool) -> CommandService {
-        let prefix = format!("qs{}", uuid::Uuid::now_v7().simple());
+        CommandService::spawn_with_prefix(pool, &unique_prefix()).await
+    }
+
+    /// Publishes notifications under `prefix`, for a projector of the same test to hear.
+    pub async fn spawn_with_prefix(pool: PgPool, prefix: &str) -> CommandService {
         let config = command_service::Config::parse_from([
             "command-service",
             "--listen-addr",
             "127.0.0.1:0",
             "--nats-subject-prefix",
-            &prefix,
+            prefix,
         ]);
         let app = command_service::App::build(config, pool).await.expect("command-service starts");
         let base_url = format!("http://{}", app.local_addr());

@@ -1,4 +1,4 @@
-//! End to end: commands through the real command-service, read back through query-service.
+//! End to end: commands through the real command-service (and projector), read back through query-service.
 
 // This whole crate is tests (helpers included, which `allow-unwrap-in-tests` does not see): a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -8,6 +8,8 @@
 mod support;
 
 mod commands;
+mod projector;
 
 mod balance;
 mod global_log;
+mod read_your_writes;
