@@ -32,8 +32,11 @@ pub async fn read_your_writes(State(state): State<AppState>, request: Request, n
 /// The larger of the query parameter and the header, if either is given.
 fn requested_min_position(request: &Request) -> Result<Option<i64>, ApiError> {
     let from_query = match request.uri().query() {
-        Some(query) => QueryParams::from_query(query)?.integer(MIN_POSITION, 0)?,
-        None => None,
+        // Most reads do not ask: spare them a second parse of the query string (unless the name may be encoded).
+        Some(query) if query.contains(MIN_POSITION) || query.contains('%') => {
+            QueryParams::from_query(query)?.integer(MIN_POSITION, 0)?
+        }
+        _ => None,
     };
     let from_header = match request.headers().get(MIN_POSITION_HEADER) {
         Some(value) => {

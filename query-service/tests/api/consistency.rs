@@ -62,6 +62,7 @@ async fn an_unreachable_position_answers_projection_behind_within_the_bound(pool
 
     let by_parameter = app.get("/v1/wallets/0192f0c1-8a7e-7d00-8000-000000000001?min_position=1000000").await;
     let by_header = app.get_with("/v1/events", &[("X-Min-Position", "99")]).await;
+    let by_encoded_name = app.get("/v1/assets?min%5Fposition=99").await;
 
     let problem = by_parameter.problem(503, "projection_behind");
     assert_eq!(problem["position"], 4);
@@ -69,6 +70,7 @@ async fn an_unreachable_position_answers_projection_behind_within_the_bound(pool
     assert_eq!(by_parameter.headers["retry-after"], "1");
     assert_eq!(by_parameter.projection_position(), 4);
     by_header.problem(503, "projection_behind");
+    by_encoded_name.problem(503, "projection_behind");
     app.stop().await;
 }
 
