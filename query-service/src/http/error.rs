@@ -121,3 +121,52 @@ pub fn problem_response(status: StatusCode, problem: &Problem, retry: bool) -> R
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+
+    use super::*;
+
+    async fn body(error: ApiError) -> (StatusCode, Option<HeaderValue>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, retry_after, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn internal_errors_say_nothing_of_their_cause() {
+        let error = ApiError::from(anyhow::anyhow!("password=hunter2 in the connection string"));
+
+        let (status, _, problem) = body(error).await;
+
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(problem["code"], "internal");
+        assert!(!problem.to_string().contains("hunter2"), "{problem}");
+    }
+
+    #[tokio::test]
+    async fn database_trouble_the_client_can_wait_out_is_a_503() {
+        let busy = ApiError::from(anyhow::Error::new(sqlx::Error::PoolTimedOut).context("read a wallet"));
+
+        let (status, retry_after, problem) = body(busy).await;
+
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(problem["code"], "unavailable");
+        assert_eq!(retry_after.unwrap(), "1");
+    }
+
+    #[tokio::test]
+    async fn validation_problems_name_the_field() {
+        let (status, retry_after, problem) = body(ApiError::validation("limit", "must be at most 1000")).await;
+
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(retry_after.is_none());
+        assert_eq!(problem["type"], "/problems/validation-failed");
+        assert_eq!(problem["field"], "limit");
+        assert_eq!(problem["detail"], "limit must be at most 1000");
+    }
+}
