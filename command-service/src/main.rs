@@ -3,6 +3,11 @@
 use clap::Parser;
 use command_service::{connect, shutdown_signal, telemetry, App, Config};
 
+/// mimalloc instead of the system allocator: a profile under load showed ~40% of CPU time in glibc
+/// malloc/free, from the short-lived JSON values every request and event makes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
