@@ -43,7 +43,7 @@ async fn a_lost_notification_is_covered_by_the_slow_re_read(pool: PgPool) {
 
     advance_checkpoint(&pool, 8, false).await;
     // Without a notification only the fallback re-read can see position 8; the header shows when it has.
-    let answer = eventually(40, Duration::from_millis(100), || async {
+    let answer = eventually(100, Duration::from_millis(100), || async {
         let answer = app.get("/v1/projections").await;
         (answer.projection_position() >= 8).then_some(answer)
     })

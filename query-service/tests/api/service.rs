@@ -68,12 +68,12 @@ async fn every_answer_carries_the_projection_position(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn shutdown_lets_a_request_in_flight_finish(pool: PgPool) {
-    let app = TestApp::spawn_with(pool, &["--min-position-wait-ms", "1500"]).await;
+    let app = TestApp::spawn_with(pool, &["--min-position-wait-ms", "3000"]).await;
     let in_flight = tokio::spawn({
         let (client, url) = (app.client.clone(), format!("{}/v1/assets?min_position=999", app.base_url));
         async move { answer(client.get(url).send().await.unwrap()).await }
     });
-    eventually(100, Duration::from_millis(20), || async {
+    eventually(140, Duration::from_millis(20), || async {
         let ready = app.get("/health/ready").await;
         (ready.ok()["read_your_writes_waiting"] == 1).then_some(())
     })

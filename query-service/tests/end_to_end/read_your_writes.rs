@@ -15,7 +15,8 @@ async fn every_read_at_its_commands_position_shows_the_effect(pool: PgPool) {
     let service = CommandService::spawn_with_prefix(pool.clone(), &prefix).await;
     let commands = &service.commands;
     let projector = Projector::spawn(pool.clone(), &prefix).await;
-    let queries = TestApp::spawn(pool).await;
+    // A generous bound: what is tested is that no read at its command's position misses the effect, not speed.
+    let queries = TestApp::spawn_with(pool, &["--min-position-wait-ms", "10000"]).await;
     commands.define_asset("GOLD", 2).await;
     let opened = commands.open_wallet("alice", "GOLD").await;
     let wallet_id = opened.body["wallet_id"].as_str().unwrap().to_owned();
@@ -63,7 +64,7 @@ async fn reads_show_what_the_commands_answered(pool: PgPool) {
     let service = CommandService::spawn_with_prefix(pool.clone(), &prefix).await;
     let commands = &service.commands;
     let projector = Projector::spawn(pool.clone(), &prefix).await;
-    let queries = TestApp::spawn(pool).await;
+    let queries = TestApp::spawn_with(pool, &["--min-position-wait-ms", "10000"]).await;
     let fee = serde_json::json!({ "percent": "1.5", "fixed": "0.10", "min": "0.20", "max": "50" });
     let defined =
         commands.post("/v1/assets", serde_json::json!({ "code": "NGN", "scale": 2, "cash_in_fee": fee })).await;
@@ -107,7 +108,8 @@ async fn reads_survive_a_rebuild_swapped_in_underneath(pool: PgPool) {
     let commands = &service.commands;
     let projector = Projector::spawn(pool.clone(), &prefix).await;
     // One connection, so that every statement read after the swap was prepared against the old tables.
-    let queries = TestApp::spawn_with(pool.clone(), &["--database-pool-size", "1"]).await;
+    let queries =
+        TestApp::spawn_with(pool.clone(), &["--database-pool-size", "1", "--min-position-wait-ms", "10000"]).await;
     commands.define_asset("GOLD", 0).await;
     let wallet_id = commands.open_wallet("alice", "GOLD").await.body["wallet_id"].as_str().unwrap().to_owned();
     let position = commands.money(&wallet_id, "topup", "7").await.position();
