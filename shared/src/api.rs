@@ -148,11 +148,13 @@ impl ProblemCode {
 
 /// An RFC 9457 problem document with Tally's stable `code` and any extra members (`available`, `wallet_id`, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,
     pub title: String,
     pub status: u16,
+    #[cfg_attr(feature = "openapi", schema(value_type = ProblemCode))]
     pub code: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -239,17 +241,23 @@ impl From<&DomainError> for Problem {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeePolicyInput {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1.5"))]
     pub percent: WireDecimal,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.10"))]
     pub fixed: WireDecimal,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
     pub min: Option<WireDecimal>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
     pub max: Option<WireDecimal>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefineAssetRequest {
     pub code: String,
     pub scale: u32,
@@ -259,10 +267,12 @@ pub struct DefineAssetRequest {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenWalletRequest {
     pub owner_id: String,
     pub asset: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
     pub overdraft_limit: Option<WireDecimal>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
@@ -271,7 +281,9 @@ pub struct OpenWalletRequest {
 /// Body of `topup`, `bonus`, `spend`, `withdrawal` and `cash-in`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MoveRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50"))]
     pub amount: WireDecimal,
     #[serde(default)]
     pub reference: Option<String>,
@@ -281,11 +293,14 @@ pub struct MoveRequest {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferRequest {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50"))]
     pub amount: WireDecimal,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
     pub fee: Option<WireDecimal>,
     #[serde(default)]
     pub reference: Option<String>,
@@ -295,8 +310,10 @@ pub struct TransferRequest {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReversalRequest {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
     pub amount: Option<WireDecimal>,
     #[serde(default)]
     pub reason: Option<String>,
@@ -305,6 +322,7 @@ pub struct ReversalRequest {
 /// Body of `freeze`, `unfreeze` and `close` (may be empty).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusRequest {
     #[serde(default)]
     pub reason: Option<String>,
@@ -359,6 +377,7 @@ fn depth(value: &serde_json::Value) -> usize {
 // ---- Responses ---------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeePolicyView {
     pub percent: String,
     pub fixed: String,
@@ -370,20 +389,24 @@ pub struct FeePolicyView {
 
 /// `POST /v1/assets` answers this.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssetDefinedView {
     pub code: String,
     pub scale: u32,
     pub cash_in_fee: Option<FeePolicyView>,
+    #[cfg_attr(feature = "openapi", schema(value_type = SystemWalletsView))]
     pub system_wallets: SystemWallets,
     pub position: i64,
 }
 
 /// An asset with its totals, as query-service shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssetView {
     pub code: String,
     pub scale: u32,
     pub cash_in_fee: Option<FeePolicyView>,
+    #[cfg_attr(feature = "openapi", schema(value_type = SystemWalletsView))]
     pub system_wallets: SystemWallets,
     /// Minus the treasury's balance.
     pub supply: String,
@@ -395,7 +418,9 @@ pub struct AssetView {
 
 /// A wallet as query-service shows it; `position` is set on command answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletView {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub wallet_id: WalletId,
     pub owner_id: String,
     pub asset: String,
@@ -414,21 +439,28 @@ pub struct WalletView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LegView {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub from_wallet_id: WalletId,
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub to_wallet_id: WalletId,
     pub amount: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BalanceView {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub wallet_id: WalletId,
     pub balance: String,
     pub version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReversalView {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub transfer_id: TransferId,
     pub amount: String,
     pub fee: String,
@@ -438,7 +470,9 @@ pub struct ReversalView {
 
 /// A transfer as a money command answers it; query-service adds `reversals`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferView {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub transfer_id: TransferId,
     pub kind: String,
     pub asset: String,
@@ -449,6 +483,7 @@ pub struct TransferView {
     pub reference: Option<String>,
     pub metadata: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<uuid::Uuid>))]
     pub reverses: Option<TransferId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -460,14 +495,17 @@ pub struct TransferView {
 
 /// `GET /v1/wallets/{id}/history` item: one leg as one wallet saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntryView {
     pub position: i64,
     pub version: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub transfer_id: TransferId,
     pub kind: String,
     pub direction: String,
     pub amount: String,
     pub balance_after: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub counterparty_wallet_id: WalletId,
     pub reference: Option<String>,
     pub recorded_at: DateTime<Utc>,
@@ -475,10 +513,38 @@ pub struct HistoryEntryView {
 
 /// A page of items with the cursor of the next page, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+// ---- OpenAPI schemas (feature `openapi`) -------------------------------------------------------
+
+/// `code` of a problem: one of [`ProblemCode::ALL`], as its stable name.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ProblemCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ProblemCode::ALL.iter().map(|code| code.code())))
+            .description(Some("Stable, machine-readable problem code"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ProblemCode {}
+
+/// The schema of [`SystemWallets`] on the wire: the ids of an asset's three system wallets.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SystemWalletsView {
+    pub treasury: Uuid,
+    pub revenue: Uuid,
+    pub fees: Uuid,
 }
 
 #[cfg(test)]

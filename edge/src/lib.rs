@@ -1,0 +1,56 @@
+//! What every Tally HTTP service does at its edge, in one implementation shared by command-service and
+//! query-service: who is calling, how much they may ask, and how each request is seen from outside.
+//!
+//! - [`config`]: [`EdgeConfig`], the flags and environment variables below, flattened into each service's `Config`.
+//! - [`auth`]: the token file, bearer verification, [`Principal`], [`Scope`] and per-token rate limits.
+//! - [`routes`]: [`Routes`], the one route table a service declares: it builds the router, guards each route
+//!   with its scope, and is what the OpenAPI document is checked against.
+//! - [`limits`]: in-flight, body-size and time limits, each refused with its own problem code.
+//! - [`observe`]: request ids, the per-request tracing span, HTTP metrics and the process's Prometheus recorder.
+//! - [`openapi`]: completes a service's generated document (security, problem responses) and serves it
+//!   with the `/docs` UI, whose assets are embedded in the binary.
+//! - [`problem`]: `application/problem+json` responses.
+
+pub mod auth;
+pub mod config;
+pub mod limits;
+pub mod observe;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+pub use auth::{Authenticator, Principal, Scope};
+pub use config::EdgeConfig;
+pub use routes::{Access, RouteSpec, Routes};
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::Router;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// Wraps a service's router in the edge every request crosses, outermost first: a bounded request id (made
+/// when absent, echoed in the answer), the request's span, HTTP metrics (which see every answer, refusals
+/// included), the in-flight limit, the body limit and the request timeout. Routes guard their own scopes
+/// ([`Routes`]), so unknown paths are 404 and health, metrics and docs stay open.
+pub fn wrap<S: Clone + Send + Sync + 'static>(router: Router<S>, config: &EdgeConfig) -> Router<S> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency_max));
+    let body_bytes_max = config.body_bytes_max;
+    let timeout = config.request_timeout();
+    router
+        .layer(middleware::from_fn(move |request: Request, next: Next| limits::time(timeout, request, next)))
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            limits::declared_body_size(body_bytes_max, request, next)
+        }))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            limits::in_flight(permits.clone(), request, next)
+        }))
+        .layer(middleware::from_fn(observe::http_metrics))
+        .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID_HEADER))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| observe::request_span(request)))
+        .layer(SetRequestIdLayer::new(observe::REQUEST_ID_HEADER, observe::MakeRequestIdV7))
+        .layer(middleware::from_fn(observe::bound_request_id))
+}
