@@ -60,9 +60,9 @@ pub struct Config {
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 1_000)]
     pub publish_timeout_ms: u64,
 
-    /// How long a request may take end to end, in milliseconds, before it answers `503 timeout`.
-    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
-    pub request_timeout_ms: u64,
+    /// Tokens and limits of the HTTP edge: AUTH_TOKENS_FILE, BODY_BYTES_MAX, CONCURRENCY_MAX, REQUEST_TIMEOUT_MS.
+    #[command(flatten)]
+    pub edge: tally_edge::EdgeConfig,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]

@@ -39,6 +39,8 @@ const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone)]
 pub struct CommandRequest {
     pub principal: String,
+    /// For a token bound to one owner: the only owner whose wallets the command may touch.
+    pub owner: Option<String>,
     pub idempotency_key: String,
     /// SHA-256 of method, path and canonical body.
     pub fingerprint: [u8; 32],
@@ -441,7 +443,8 @@ impl Appender {
                 }));
                 continue;
             }
-            let decided = check_expected_version(request, &heads, &world).and_then(|()| {
+            let allowed = check_owner(request, &world).and_then(|()| check_expected_version(request, &heads, &world));
+            let decided = allowed.and_then(|()| {
                 ledger::decide(&world, &request.command).map_err(|error| Box::new(Problem::from(&error)))
             });
             match decided {
@@ -726,6 +729,53 @@ fn causation_of(command: &Command) -> Option<String> {
         Command::Move { transfer_id, .. } | Command::Transfer { transfer_id, .. } => format!("transfer-{transfer_id}"),
         Command::Reverse { reversal_id, .. } => format!("transfer-{reversal_id}"),
     })
+}
+
+/// A token bound to an owner acts only on that owner's user wallets: the wallet of a move or a status change,
+/// the sender of a transfer, the owner of a new wallet, the user wallets an original transfer debited (or, for
+/// money it issued, credited) for a reversal. Anything else is answered as if it did not exist, before
+/// `If-Match` so that not even a version leaks.
+fn check_owner(request: &CommandRequest, world: &World) -> Result<(), Box<Problem>> {
+    let Some(owner) = &request.owner else { return Ok(()) };
+    let user_wallet = |wallet_id: &WalletId| match world.wallets.get(wallet_id) {
+        Some(Wallet::Open(open)) if open.kind == tally_shared::wallet::WalletKind::User => Some(open),
+        _ => None,
+    };
+    let owns = |wallet_id: &WalletId| user_wallet(wallet_id).is_some_and(|open| &open.owner_id == owner);
+    let refusal = match &request.command {
+        Command::DefineAsset(_) => None,
+        Command::OpenWallet { owner_id, .. } => {
+            (owner_id != owner).then_some(ledger::DomainError::WalletNotFound { wallet_id: None })
+        }
+        Command::Move { wallet_id, .. } | Command::ChangeStatus { wallet_id, .. } => {
+            (!owns(wallet_id)).then_some(ledger::DomainError::WalletNotFound { wallet_id: Some(*wallet_id) })
+        }
+        Command::Transfer { from_wallet_id, .. } => {
+            (!owns(from_wallet_id)).then_some(ledger::DomainError::WalletNotFound { wallet_id: Some(*from_wallet_id) })
+        }
+        Command::Reverse { transfer_id, .. } => {
+            let owned = match world.transfers.get(transfer_id) {
+                Some(Transfer::Recorded(original)) => {
+                    let debited: Vec<&WalletId> = original
+                        .legs
+                        .iter()
+                        .map(|leg| &leg.from_wallet_id)
+                        .filter(|id| user_wallet(id).is_some())
+                        .collect();
+                    let credited =
+                        original.legs.iter().map(|leg| &leg.to_wallet_id).filter(|id| user_wallet(id).is_some());
+                    let accountable = if debited.is_empty() { credited.collect() } else { debited };
+                    !accountable.is_empty() && accountable.into_iter().all(owns)
+                }
+                _ => false,
+            };
+            (!owned).then_some(ledger::DomainError::TransferNotFound { transfer_id: Some(*transfer_id) })
+        }
+    };
+    match refusal {
+        Some(error) => Err(Box::new(Problem::from(&error))),
+        None => Ok(()),
+    }
 }
 
 /// `If-Match` refers to the subject wallet's version as the batch has it so far.

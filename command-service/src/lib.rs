@@ -29,8 +29,6 @@ use tokio::net::TcpListener;
 use crate::execute::{Executor, ExecutorLimits};
 use crate::notify::Notifier;
 
-/// Request bodies larger than this get `413 payload_too_large`.
-pub const BODY_BYTES_MAX: usize = 64 * 1024;
 /// How often expired idempotency records are deleted, and how many at most each time.
 const KEY_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 const KEY_EXPIRY_BATCH_SIZE_MAX: i64 = 10_000;
@@ -77,14 +75,12 @@ impl App {
             append_retries_max: config.append_retries_max,
             idempotency_wait: config.idempotency_wait(),
         };
+        let authenticator = tally_edge::Authenticator::from_file(config.edge.auth_tokens_file.as_deref())?;
         let (executor, appender) = Executor::start(pool.clone(), notifier, limits);
         tokio::spawn(expire_keys(pool.clone(), config.idempotency_retention_hours));
-        let state = http::AppState { executor, pool, nats, prometheus: telemetry::prometheus() };
-        let http_limits = http::HttpLimits {
-            body_bytes_max: BODY_BYTES_MAX,
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
-        };
-        let router = http::router(state, http_limits);
+        // The recorder shared with query-service, so that both can run in one process (the end-to-end tests).
+        let state = http::AppState { executor, pool, nats, prometheus: tally_edge::observe::recorder() };
+        let router = http::router(state, authenticator, &config.edge);
         let listener = listen(config.listen_addr).with_context(|| format!("listen on {}", config.listen_addr))?;
         Ok(App { listener, router, appender })
     }

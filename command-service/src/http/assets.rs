@@ -2,7 +2,8 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use tally_shared::api::DefineAssetRequest;
+use tally_edge::Principal;
+use tally_shared::api::{AssetDefinedView, DefineAssetRequest};
 use tally_shared::asset::{AssetCode, DefineAsset, FeePolicy, SystemWallets};
 use tally_shared::ledger::Command;
 use tally_shared::money::Scale;
@@ -11,10 +12,16 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::input::CommandInput;
+#[allow(unused_imports)] // named by the OpenAPI attributes only
+use super::CommandHeaders;
 use super::{run, AppState};
 
+/// Defines an asset (code, scale, optional cash-in fee) and opens its treasury, revenue and fees wallets.
+#[utoipa::path(post, path = "/v1/assets", tag = "assets", params(CommandHeaders), request_body = DefineAssetRequest,
+    responses((status = 201, description = "The asset, its system wallets and the position of its events", body = AssetDefinedView)))]
 pub async fn define(
     State(state): State<AppState>,
+    principal: Principal,
     input: CommandInput<DefineAssetRequest>,
 ) -> Result<Response, ApiError> {
     let request = &input.body;
@@ -33,5 +40,5 @@ pub async fn define(
         fees: WalletId(Uuid::now_v7()),
     };
     let command = Command::DefineAsset(DefineAsset { code, scale, cash_in_fee, system_wallets });
-    run(&state, input, command).await
+    run(&state, principal, input, command).await
 }

@@ -12,11 +12,17 @@ use super::AppState;
 /// How long readiness waits for Postgres to answer.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The process answers.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"live\"}`", body = serde_json::Value)))]
 pub async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "live"}))
 }
 
 /// Ready when Postgres answers; NATS is reported but not required (projections poll without it).
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses(
+    (status = 200, description = "`status`, `postgres` (`up`) and `nats` (`connected`, `connecting`, `disconnected` or `disabled`)", body = serde_json::Value),
+    (status = 503, description = "Postgres does not answer", body = serde_json::Value)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let postgres = matches!(
         tokio::time::timeout(READINESS_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool)).await,
@@ -39,6 +45,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus text: `tally_http_requests_total` and `tally_http_request_duration_seconds` by route, method and
+/// status; appends, conflicts, retries, batch sizes, idempotent replays, publish failures.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render()).into_response()
 }

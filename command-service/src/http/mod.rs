@@ -1,4 +1,6 @@
-//! The HTTP API of SPEC §5 (command-service): router, shared state and how outcomes become responses.
+//! The HTTP API of SPEC §5 (command-service): the route table (who may call what), the OpenAPI document,
+//! shared state and how outcomes become responses. The edge (tokens, limits, request ids, HTTP metrics) is
+//! `tally_edge`'s, shared with query-service.
 
 mod assets;
 pub mod error;
@@ -7,27 +9,19 @@ mod input;
 mod transfers;
 mod wallets;
 
-use std::time::{Duration, Instant};
-
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::Response;
 use axum::Router;
 use sqlx::PgPool;
-use tally_shared::api::ProblemCode;
+use tally_edge::{Access, Authenticator, EdgeConfig, Principal, RouteSpec, Routes, Scope};
+use tally_shared::api::ProblemCode::{self, *};
 use tally_shared::ledger::{Command, DomainError};
 use tally_shared::money::{AmountError, WireDecimal};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
 
 use crate::execute::{CommandRequest, Executor, Outcome};
 use error::{json_response, ApiError};
 use input::CommandInput;
-
-/// Who a request acts for, until bearer tokens name principals.
-pub const ANONYMOUS_PRINCIPAL: &str = "anonymous";
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,69 +32,140 @@ pub struct AppState {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
-/// Limits of the HTTP layer.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    pub body_bytes_max: usize,
-    pub request_timeout: Duration,
+/// What any command can answer, whatever it does: bad requests, idempotency, and a store that is busy or gone.
+macro_rules! command_problems {
+    ($($code:ident),* $(,)?) => {
+        &[MalformedJson, IdempotencyKeyMissing, IdempotencyKeyInvalid, UnsupportedMediaType, ValidationFailed,
+          IdempotencyKeyInFlight, IdempotencyKeyReused, ConcurrencyConflict, Unavailable, $($code),*]
+    };
+}
+const DEFINE_ASSET: &[ProblemCode] = command_problems!(InvalidAmount, AssetExists);
+const OPEN_WALLET: &[ProblemCode] = command_problems!(InvalidAmount, AssetNotFound, WalletNotFound, WalletExists);
+const MOVE_MONEY: &[ProblemCode] = command_problems!(
+    InvalidAmount,
+    WalletNotFound,
+    AssetNotFound,
+    VersionMismatch,
+    InsufficientFunds,
+    WalletFrozen,
+    WalletClosed
+);
+const TRANSFER: &[ProblemCode] = command_problems!(
+    InvalidAmount,
+    WalletNotFound,
+    AssetMismatch,
+    SameWallet,
+    VersionMismatch,
+    InsufficientFunds,
+    WalletFrozen,
+    WalletClosed
+);
+const REVERSAL: &[ProblemCode] = command_problems!(
+    InvalidAmount,
+    TransferNotFound,
+    ReversalExceedsTransfer,
+    InsufficientFunds,
+    WalletFrozen,
+    WalletClosed
+);
+const CHANGE_STATUS: &[ProblemCode] = command_problems!(WalletNotFound, VersionMismatch, WalletClosed, WalletNotEmpty);
+
+/// The route table: every route, who may call it and what it can answer. It alone builds the router; the
+/// OpenAPI document is completed from it and checked against it (`tests/operability.rs`).
+pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
+    let commands = Access::Scope(Scope::Commands);
+    let issue = Access::Scope(Scope::Issue);
+    let post = |path, access, problems| RouteSpec::new(Method::POST, path, access, problems);
+    let get = |path, problems| RouteSpec::new(Method::GET, path, Access::Open, problems);
+    Routes::new(authenticator)
+        .route(post("/v1/assets", issue, DEFINE_ASSET), assets::define)
+        .route(post("/v1/wallets", commands, OPEN_WALLET), wallets::open)
+        .route(post("/v1/wallets/{wallet_id}/topup", issue, MOVE_MONEY), wallets::topup)
+        .route(post("/v1/wallets/{wallet_id}/bonus", issue, MOVE_MONEY), wallets::bonus)
+        .route(post("/v1/wallets/{wallet_id}/spend", commands, MOVE_MONEY), wallets::spend)
+        .route(post("/v1/wallets/{wallet_id}/withdrawal", commands, MOVE_MONEY), wallets::withdrawal)
+        .route(post("/v1/wallets/{wallet_id}/cash-in", commands, MOVE_MONEY), wallets::cash_in)
+        .route(post("/v1/wallets/{wallet_id}/freeze", commands, CHANGE_STATUS), wallets::freeze)
+        .route(post("/v1/wallets/{wallet_id}/unfreeze", commands, CHANGE_STATUS), wallets::unfreeze)
+        .route(post("/v1/wallets/{wallet_id}/close", commands, CHANGE_STATUS), wallets::close)
+        .route(post("/v1/transfers", commands, TRANSFER), transfers::transfer)
+        .route(post("/v1/transfers/{transfer_id}/reversal", commands, REVERSAL), transfers::reverse)
+        .route(get("/health/live", &[]), health::live)
+        .route(get("/health/ready", &[Unavailable]), health::ready)
+        .route(get("/metrics", &[]), health::metrics)
+        .with_docs(ApiDoc::openapi())
 }
 
-pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    let api = Router::new()
-        .route("/v1/assets", post(assets::define))
-        .route("/v1/wallets", post(wallets::open))
-        .route("/v1/wallets/{id}/{action}", post(wallets::act))
-        .route("/v1/transfers", post(transfers::transfer))
-        .route("/v1/transfers/{id}/reversal", post(transfers::reverse))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
-    api.layer(middleware::from_fn(move |request, next| with_timeout(limits.request_timeout, request, next)))
-        .layer(middleware::from_fn(record_metrics))
-        .layer(DefaultBodyLimit::max(limits.body_bytes_max))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestIdV7))
+/// What the handlers document; [`tally_edge::openapi::complete`] adds security and problems from the table.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tally command-service",
+        description = "Money commands of Tally, an event-sourced wallet ledger. Every POST needs an \
+                       `Idempotency-Key`; errors are `application/problem+json` with a stable `code`."
+    ),
+    paths(
+        assets::define,
+        wallets::open,
+        wallets::topup,
+        wallets::bonus,
+        wallets::spend,
+        wallets::withdrawal,
+        wallets::cash_in,
+        wallets::freeze,
+        wallets::unfreeze,
+        wallets::close,
+        transfers::transfer,
+        transfers::reverse,
+        health::live,
+        health::ready,
+        health::metrics,
+    ),
+    tags(
+        (name = "assets", description = "Assets and their system wallets"),
+        (name = "wallets", description = "Opening wallets, moving money in and out of them, and their status"),
+        (name = "transfers", description = "Wallet-to-wallet transfers and reversals"),
+        (name = "operations", description = "Health and metrics, open to all"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Headers of every command.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct CommandHeaders {
+    /// 1 to 255 visible ASCII characters, unique per request of one token: a retry with the same key and the
+    /// same request replays the first answer (`Idempotent-Replayed: true`).
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: String,
+    /// Echoed in the answer and stored in the events' metadata; made (UUID v7) when absent.
+    #[param(rename = "X-Request-Id")]
+    request_id: Option<String>,
 }
 
-/// Request ids are UUID v7 unless the client sent `X-Request-Id`.
-#[derive(Clone, Copy)]
-struct MakeRequestIdV7;
-
-impl MakeRequestId for MakeRequestIdV7 {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok().map(RequestId::new)
-    }
+/// Headers of a command on one wallet.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct WalletCommandHeaders {
+    /// 1 to 255 visible ASCII characters, unique per request of one token: a retry with the same key and the
+    /// same request replays the first answer (`Idempotent-Replayed: true`).
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: String,
+    /// `"<version>"`: only if the wallet is at this version, otherwise `412 version_mismatch`.
+    #[param(rename = "If-Match", example = "\"3\"")]
+    if_match: Option<String>,
+    /// Echoed in the answer and stored in the events' metadata; made (UUID v7) when absent.
+    #[param(rename = "X-Request-Id")]
+    request_id: Option<String>,
 }
 
-async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            ProblemCode::Timeout,
-            "the request took too long; retry with the same idempotency key to learn its outcome",
-        )
-        .into_response(),
-    }
-}
-
-async fn record_metrics(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = request.method().to_string();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
-    metrics::counter!("tally_http_requests_total", &labels).increment(1);
-    metrics::histogram!("tally_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
-    response
+/// The service's router: the route table, its docs, the fallbacks, all inside the edge.
+pub fn router(state: AppState, authenticator: Authenticator, edge: &EdgeConfig) -> Router {
+    let (router, _) = routes(authenticator).into_parts();
+    let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
+    tally_edge::wrap(router, edge)
 }
 
 async fn not_found() -> ApiError {
@@ -111,10 +176,17 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(ProblemCode::MethodNotAllowed, "this route does not take that method")
 }
 
-/// Runs a command and answers with its (possibly replayed) outcome.
-async fn run<T>(state: &AppState, input: CommandInput<T>, command: Command) -> Result<Response, ApiError> {
+/// Runs a command for `principal` (whose name scopes the idempotency key, and whose owner, if any, bounds the
+/// wallets it may touch) and answers with its (possibly replayed) outcome.
+async fn run<T>(
+    state: &AppState,
+    principal: Principal,
+    input: CommandInput<T>,
+    command: Command,
+) -> Result<Response, ApiError> {
     let request = CommandRequest {
-        principal: ANONYMOUS_PRINCIPAL.to_owned(),
+        principal: principal.name,
+        owner: principal.owner_id,
         idempotency_key: input.idempotency_key,
         fingerprint: input.fingerprint,
         command,

@@ -1,9 +1,10 @@
 //! `POST /v1/wallets` and the wallet-scoped commands: topup, bonus, spend, withdrawal, cash-in,
 //! freeze, unfreeze, close.
 
-use axum::extract::{FromRequest, Path, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
-use tally_shared::api::{self, MoveRequest, OpenWalletRequest, ProblemCode, StatusRequest};
+use tally_edge::Principal;
+use tally_shared::api::{self, MoveRequest, OpenWalletRequest, StatusRequest, TransferView, WalletView};
 use tally_shared::asset::AssetCode;
 use tally_shared::ledger::{Command, StatusCommand};
 use tally_shared::transfer::{TransferId, TransferKind};
@@ -13,8 +14,17 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::input::CommandInput;
 use super::{metadata, non_negative, optional_text, path_id, positive, run, AppState};
+#[allow(unused_imports)] // named by the OpenAPI attributes only
+use super::{CommandHeaders, WalletCommandHeaders};
 
-pub async fn open(State(state): State<AppState>, input: CommandInput<OpenWalletRequest>) -> Result<Response, ApiError> {
+/// Opens a user wallet of `owner_id` for `asset`; one per owner and asset.
+#[utoipa::path(post, path = "/v1/wallets", tag = "wallets", params(CommandHeaders), request_body = OpenWalletRequest,
+    responses((status = 201, description = "The wallet, with the position of its event", body = WalletView)))]
+pub async fn open(
+    State(state): State<AppState>,
+    principal: Principal,
+    input: CommandInput<OpenWalletRequest>,
+) -> Result<Response, ApiError> {
     let request = &input.body;
     api::check_text("owner_id", &request.owner_id, OWNER_ID_LENGTH_MAX).map_err(|error| ApiError::from(&error))?;
     let asset = AssetCode::parse(&request.asset)
@@ -26,48 +36,109 @@ pub async fn open(State(state): State<AppState>, input: CommandInput<OpenWalletR
         overdraft_limit: request.overdraft_limit.map(|limit| non_negative("overdraft_limit", limit)).transpose()?,
         metadata: metadata(&request.metadata)?,
     };
-    run(&state, input, command).await
+    run(&state, principal, input, command).await
 }
 
-/// `POST /v1/wallets/{id}/{action}`: one route, so that an unknown action is a clean 404 problem.
-pub async fn act(
-    State(state): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
-    request: axum::extract::Request,
+/// One documented, guarded route per action (topup and bonus create money and need the `issue` scope).
+macro_rules! money_route {
+    ($name:ident, $kind:expr, $path:literal, $summary:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(post, path = $path, tag = "wallets",
+            params(("wallet_id" = Uuid, Path, description = "The user wallet"), WalletCommandHeaders),
+            request_body = MoveRequest,
+            responses((status = 201, description = "The transfer, with balances after it and its position", body = TransferView)))]
+        pub async fn $name(
+            State(state): State<AppState>,
+            principal: Principal,
+            Path(wallet_id): Path<String>,
+            input: CommandInput<MoveRequest>,
+        ) -> Result<Response, ApiError> {
+            move_money(&state, principal, &wallet_id, $kind, input).await
+        }
+    };
+}
+
+money_route!(
+    topup,
+    TransferKind::Topup,
+    "/v1/wallets/{wallet_id}/topup",
+    "Treasury → wallet: money issued to the wallet."
+);
+money_route!(bonus, TransferKind::Bonus, "/v1/wallets/{wallet_id}/bonus", "Treasury → wallet, recorded as a bonus.");
+money_route!(spend, TransferKind::Spend, "/v1/wallets/{wallet_id}/spend", "Wallet → revenue.");
+money_route!(
+    withdrawal,
+    TransferKind::Withdrawal,
+    "/v1/wallets/{wallet_id}/withdrawal",
+    "Wallet → treasury: money leaving the ledger."
+);
+money_route!(
+    cash_in,
+    TransferKind::CashIn,
+    "/v1/wallets/{wallet_id}/cash-in",
+    "Treasury → wallet, then the asset's cash-in fee wallet → fees."
+);
+
+async fn move_money(
+    state: &AppState,
+    principal: Principal,
+    wallet_id: &str,
+    kind: TransferKind,
+    input: CommandInput<MoveRequest>,
 ) -> Result<Response, ApiError> {
-    let kind = match action.as_str() {
-        "topup" => Some(TransferKind::Topup),
-        "bonus" => Some(TransferKind::Bonus),
-        "spend" => Some(TransferKind::Spend),
-        "withdrawal" => Some(TransferKind::Withdrawal),
-        "cash-in" => Some(TransferKind::CashIn),
-        _ => None,
+    let wallet_id = WalletId(path_id("wallet_id", wallet_id)?);
+    let body = &input.body;
+    let command = Command::Move {
+        transfer_id: TransferId(Uuid::now_v7()),
+        kind,
+        wallet_id,
+        amount: positive("amount", body.amount)?,
+        reference: optional_text("reference", &body.reference, api::REFERENCE_LENGTH_MAX)?,
+        metadata: metadata(&body.metadata)?,
     };
-    let change = match action.as_str() {
-        "freeze" => Some(StatusCommand::Freeze),
-        "unfreeze" => Some(StatusCommand::Unfreeze),
-        "close" => Some(StatusCommand::Close),
-        _ => None,
+    run(state, principal, input, command).await
+}
+
+macro_rules! status_route {
+    ($name:ident, $change:expr, $path:literal, $summary:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(post, path = $path, tag = "wallets",
+                            params(("wallet_id" = Uuid, Path, description = "The user wallet"), WalletCommandHeaders),
+                            request_body(content = StatusRequest, description = "May be empty"),
+                            responses((status = 200, description = "The wallet in its new status", body = WalletView)))]
+        pub async fn $name(
+            State(state): State<AppState>,
+            principal: Principal,
+            Path(wallet_id): Path<String>,
+            input: CommandInput<StatusRequest>,
+        ) -> Result<Response, ApiError> {
+            change_status(&state, principal, &wallet_id, $change, input).await
+        }
     };
-    if kind.is_none() && change.is_none() {
-        return Err(ApiError::new(ProblemCode::NotFound, format!("wallets have no action {action:?}")));
-    }
-    let wallet_id = WalletId(path_id("wallet_id", &id)?);
-    if let Some(kind) = kind {
-        let input = <CommandInput<MoveRequest> as FromRequest<()>>::from_request(request, &()).await?;
-        let body = &input.body;
-        let command = Command::Move {
-            transfer_id: TransferId(Uuid::now_v7()),
-            kind,
-            wallet_id,
-            amount: positive("amount", body.amount)?,
-            reference: optional_text("reference", &body.reference, api::REFERENCE_LENGTH_MAX)?,
-            metadata: metadata(&body.metadata)?,
-        };
-        return run(&state, input, command).await;
-    }
-    let input = <CommandInput<StatusRequest> as FromRequest<()>>::from_request(request, &()).await?;
+}
+
+status_route!(
+    freeze,
+    StatusCommand::Freeze,
+    "/v1/wallets/{wallet_id}/freeze",
+    "No debits and no credits until unfrozen."
+);
+status_route!(unfreeze, StatusCommand::Unfreeze, "/v1/wallets/{wallet_id}/unfreeze", "Back to active.");
+status_route!(
+    close,
+    StatusCommand::Close,
+    "/v1/wallets/{wallet_id}/close",
+    "Closed for good; only with a zero balance."
+);
+
+async fn change_status(
+    state: &AppState,
+    principal: Principal,
+    wallet_id: &str,
+    change: StatusCommand,
+    input: CommandInput<StatusRequest>,
+) -> Result<Response, ApiError> {
+    let wallet_id = WalletId(path_id("wallet_id", wallet_id)?);
     let reason = optional_text("reason", &input.body.reason, api::REASON_LENGTH_MAX)?;
-    let change = change.expect("checked above");
-    run(&state, input, Command::ChangeStatus { wallet_id, change, reason }).await
+    run(state, principal, input, Command::ChangeStatus { wallet_id, change, reason }).await
 }
