@@ -1,0 +1,84 @@
+//! Exactness checks over the whole database, in SQL: the zero sum per asset over the stream snapshots,
+//! and the read models equal to those snapshots once the projection has caught up.
+
+use sqlx::PgPool;
+
+use crate::report::Check;
+
+/// Assets shown in a failure at most.
+const SHOWN_MAX: i64 = 5;
+
+/// Every asset's wallets (system wallets included) sum to exactly zero in the stream snapshots.
+pub async fn zero_sum(database: &PgPool, when: &str) -> Check {
+    let name = format!("zero sum per asset in the stream snapshots, {when}");
+    let result: Result<(Vec<(String, String)>, i64), sqlx::Error> = async {
+        let unbalanced: Vec<(String, String)> = sqlx::query_as(
+            "SELECT state->>'asset', sum((state->>'balance')::numeric)::text
+             FROM streams
+             WHERE stream_id LIKE 'wallet-%' AND state->>'state' = 'open'
+             GROUP BY 1 HAVING sum((state->>'balance')::numeric) <> 0
+             ORDER BY 1 LIMIT $1",
+        )
+        .bind(SHOWN_MAX)
+        .fetch_all(database)
+        .await?;
+        let (assets,): (i64,) = sqlx::query_as(
+            "SELECT count(DISTINCT state->>'asset') FROM streams WHERE stream_id LIKE 'wallet-%' AND state->>'state' = 'open'",
+        )
+        .fetch_one(database)
+        .await?;
+        Ok((unbalanced, assets))
+    }
+    .await;
+    match result {
+        Ok((unbalanced, assets)) if unbalanced.is_empty() => {
+            Check { check: name, passed: true, detail: format!("{assets} assets, each summing to 0") }
+        }
+        Ok((unbalanced, _)) => Check {
+            check: name,
+            passed: false,
+            detail: unbalanced
+                .iter()
+                .map(|(asset, sum)| format!("{asset} sums to {sum}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+        Err(error) => Check { check: name, passed: false, detail: format!("query failed: {error}") },
+    }
+}
+
+/// Every wallet of `rm_wallets` has its snapshot's balance and version, and no snapshot lacks its row.
+/// Call it once the projection has caught up with the head.
+pub async fn read_models_match_snapshots(database: &PgPool) -> Check {
+    let name = "read models equal the stream snapshots (balance and version of every wallet)".to_owned();
+    let result: Result<(i64, i64, Option<String>), sqlx::Error> = sqlx::query_as(
+        "WITH snapshots AS (
+             SELECT substr(stream_id, 8)::uuid AS wallet_id, version, (state->>'balance')::numeric AS balance
+             FROM streams WHERE stream_id LIKE 'wallet-%'
+         ),
+         differences AS (
+             SELECT coalesce(s.wallet_id, r.wallet_id) AS wallet_id,
+                    s.balance AS snapshot_balance, s.version AS snapshot_version,
+                    r.balance AS read_balance, r.version AS read_version
+             FROM snapshots s FULL JOIN rm_wallets r ON r.wallet_id = s.wallet_id
+             WHERE s.wallet_id IS NULL OR r.wallet_id IS NULL
+                OR s.balance <> r.balance OR s.version <> r.version
+         )
+         SELECT (SELECT count(*) FROM snapshots),
+                (SELECT count(*) FROM differences),
+                (SELECT string_agg(format('%s: snapshot %s v%s, read model %s v%s', wallet_id, snapshot_balance,
+                                          snapshot_version, read_balance, read_version), '; ')
+                 FROM (SELECT * FROM differences LIMIT 3) AS shown)",
+    )
+    .fetch_one(database)
+    .await;
+    match result {
+        Ok((wallets, 0, _)) => Check { check: name, passed: true, detail: format!("{wallets} wallets match") },
+        Ok((wallets, differing, shown)) => Check {
+            check: name,
+            passed: false,
+            detail: format!("{differing} of {wallets} wallets differ, e.g. {}", shown.unwrap_or_default()),
+        },
+        Err(error) => Check { check: name, passed: false, detail: format!("query failed: {error}") },
+    }
+}
