@@ -3,6 +3,11 @@
 use clap::Parser;
 use query_service::{database, shutdown_signal, telemetry, App, Config};
 
+/// mimalloc instead of the system allocator: glibc malloc and free took about 10 % of a profile of
+/// `GET /v1/wallets/{id}` under load (each request builds a few short-lived strings and JSON values).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
