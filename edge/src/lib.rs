@@ -21,7 +21,7 @@ pub mod routes;
 
 pub use auth::{Authenticator, Principal, Scope};
 pub use config::EdgeConfig;
-pub use routes::{Access, RouteSpec, Routes};
+pub use routes::{Access, Guard, RouteSpec, Routes};
 
 use std::sync::Arc;
 
@@ -31,15 +31,16 @@ use axum::Router;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-/// Wraps a service's router in the edge every request crosses, outermost first: a bounded request id (made
-/// when absent, echoed in the answer), the request's span, HTTP metrics (which see every answer, refusals
-/// included), the in-flight limit, the body limit and the request timeout. Routes guard their own scopes
-/// ([`Routes`]), so unknown paths are 404 and health, metrics and docs stay open.
-pub fn wrap<S: Clone + Send + Sync + 'static>(router: Router<S>, config: &EdgeConfig) -> Router<S> {
+/// Wraps a service's router (its own middleware included) in the edge every request crosses, outermost first:
+/// a bounded request id (made when absent, echoed in the answer), the request's span, HTTP metrics (which see
+/// every answer, refusals included), the in-flight limit, the body limit, the request timeout, and the route
+/// table's [`Guard`] (tokens, rate limits, scopes), so that nothing of the service runs for a refused request.
+pub fn wrap<S: Clone + Send + Sync + 'static>(router: Router<S>, guard: Guard, config: &EdgeConfig) -> Router<S> {
     let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency_max));
     let body_bytes_max = config.body_bytes_max;
     let timeout = config.request_timeout();
     router
+        .layer(middleware::from_fn(move |request: Request, next: Next| guard.clone().check(request, next)))
         .layer(middleware::from_fn(move |request: Request, next: Next| limits::time(timeout, request, next)))
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(middleware::from_fn(move |request: Request, next: Next| {

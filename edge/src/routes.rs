@@ -1,11 +1,14 @@
 //! `Routes`: a service's one route table. Each entry is a method, a path, who may call it and the problem codes
-//! it can answer; the table builds the router (guarding each route with its scope) and is the list the OpenAPI
-//! document is completed from and checked against, so the router, the guards and the document cannot disagree.
+//! it can answer; the table builds the router and its [`Guard`], and is the list the OpenAPI document is
+//! completed from and checked against, so the router, the guards and the document cannot disagree.
 
-use axum::extract::Request;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request};
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
@@ -67,23 +70,14 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         Routes { router: Router::new(), specs: Vec::new(), authenticator }
     }
 
-    /// Adds a route: `handler` answers `spec.method` on `spec.path`, behind the guard of `spec.access`.
+    /// Adds a route: `handler` answers `spec.method` on `spec.path`; [`Guard`] enforces `spec.access`.
     pub fn route<H, T>(mut self, spec: RouteSpec, handler: H) -> Routes<S>
     where
         H: Handler<T, S>,
         T: 'static,
     {
         let filter = MethodFilter::try_from(spec.method.clone()).expect("a standard HTTP method");
-        let mut method_router = on(filter, handler);
-        if let Access::Scope(scope) = spec.access {
-            let authenticator = self.authenticator.clone();
-            // route_layer: the guard runs only for a request this route matched, so unknown paths stay 404
-            // and other methods 405, with or without a token.
-            method_router = method_router.route_layer(middleware::from_fn(move |request: Request, next: Next| {
-                guard(authenticator.clone(), scope, request, next)
-            }));
-        }
-        self.router = self.router.route(spec.path, method_router);
+        self.router = self.router.route(spec.path, on(filter, handler));
         self.specs.push(spec);
         self
     }
@@ -107,20 +101,41 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         &self.specs
     }
 
-    pub fn into_parts(self) -> (Router<S>, Vec<RouteSpec>) {
-        (self.router, self.specs)
+    /// The router, and the guard that enforces the table's access rules (given to [`crate::wrap`]).
+    pub fn into_parts(self) -> (Router<S>, Guard) {
+        let access = self.specs.iter().map(|spec| ((spec.method.clone(), spec.path.to_owned()), spec.access)).collect();
+        (self.router, Guard { authenticator: self.authenticator, access: Arc::new(access) })
     }
 }
 
-/// Authenticates, rate-limits and checks the scope; the handler finds the [`crate::Principal`] in the request.
-async fn guard(authenticator: Authenticator, scope: Scope, mut request: Request, next: Next) -> Response {
-    match authenticator.authorize(request.headers(), scope) {
-        Ok(principal) => {
-            let span = tracing::Span::current();
-            span.record("principal", principal.name.as_str());
-            request.extensions_mut().insert(principal);
-            next.run(request).await
+/// Enforces the route table after routing, before the service's own middleware and handlers: authenticates,
+/// rate-limits, checks the scope, and hands the [`crate::Principal`] to the handler. A `/v1` path with a method the
+/// table does not name still needs a valid token; unmatched paths answer 404 untouched.
+#[derive(Clone)]
+pub struct Guard {
+    authenticator: Authenticator,
+    access: Arc<HashMap<(Method, String), Access>>,
+}
+
+impl Guard {
+    pub async fn check(self, mut request: Request, next: Next) -> Response {
+        let Some(route) = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned()) else {
+            return next.run(request).await;
+        };
+        let authorized = match self.access.get(&(request.method().clone(), route.clone())) {
+            Some(Access::Open) => return next.run(request).await,
+            Some(Access::Scope(scope)) => self.authenticator.authorize(request.headers(), *scope),
+            // Another method on a `/v1` path: callers with a valid token learn it is 405, others nothing.
+            None if route.starts_with("/v1/") => self.authenticator.authenticate(request.headers()),
+            None => return next.run(request).await,
+        };
+        match authorized {
+            Ok(principal) => {
+                tracing::Span::current().record("principal", principal.name.as_str());
+                request.extensions_mut().insert(principal);
+                next.run(request).await
+            }
+            Err(refusal) => refusal.into_response(),
         }
-        Err(refusal) => refusal.into_response(),
     }
 }

@@ -38,8 +38,8 @@ fn toy(arguments: &[&str]) -> Router {
     let routes = Routes::new(Authenticator::open())
         .route(RouteSpec::new(Method::GET, "/slow", Access::Open, &[]), slow)
         .route(RouteSpec::new(Method::GET, "/logged", Access::Scope(Scope::Read), &[]), logged);
-    let (router, _) = routes.into_parts();
-    tally_edge::wrap(router, &edge(arguments))
+    let (router, guard) = routes.into_parts();
+    tally_edge::wrap(router, guard, &edge(arguments))
 }
 
 async fn call(router: &Router, request: Request<Body>) -> Response {

@@ -163,9 +163,9 @@ struct WalletCommandHeaders {
 
 /// The service's router: the route table, its docs, the fallbacks, all inside the edge.
 pub fn router(state: AppState, authenticator: Authenticator, edge: &EdgeConfig) -> Router {
-    let (router, _) = routes(authenticator).into_parts();
+    let (router, guard) = routes(authenticator).into_parts();
     let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
-    tally_edge::wrap(router, edge)
+    tally_edge::wrap(router, guard, edge)
 }
 
 async fn not_found() -> ApiError {
