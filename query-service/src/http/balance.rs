@@ -3,6 +3,7 @@
 //!
 //! An unknown wallet answers `404 wallet_not_found`. A moment before the wallet was opened answers a zero
 //! balance at version 0: summing every wallet of an asset at any moment then still gives exactly zero.
+//! A moment beyond the head of the log answers the latest balance, which later commits may still change.
 
 use axum::extract::State;
 use axum::Json;
