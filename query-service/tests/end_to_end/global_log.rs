@@ -63,10 +63,14 @@ async fn a_reader_tailing_the_log_during_concurrent_appends_misses_nothing(pool:
     // The tailing reader: small pages, from where it left off, until the writers are done and it has caught up.
     let mut tailed = Vec::new();
     let mut after = 0;
+    let mut pages_read_while_writing = 0;
     for _ in 0..TAIL_READS_MAX {
         let writers_done = writing.is_finished();
         let page = queries.get(&format!("/v1/events?after={after}&limit=7")).await;
         let items = page.ok()["items"].as_array().unwrap().clone();
+        if !items.is_empty() && !writing.is_finished() {
+            pages_read_while_writing += 1;
+        }
         tailed.extend(items.iter().map(|event| event["position"].as_i64().unwrap()));
         after = page.body["next_after"].as_i64().unwrap();
         if items.is_empty() {
@@ -79,6 +83,7 @@ async fn a_reader_tailing_the_log_during_concurrent_appends_misses_nothing(pool:
     writing.await.unwrap();
     let full = read_all(&queries, 1000).await;
 
+    assert!(pages_read_while_writing > 1, "the reader tailed the log while it grew");
     assert!(full.len() >= WRITERS * COMMANDS_PER_WRITER * 2, "{} events", full.len());
     assert!(full.windows(2).all(|pair| pair[0] < pair[1]), "the log is in position order");
     assert_eq!(tailed, full, "the tailing reader saw exactly the final log");
