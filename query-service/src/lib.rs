@@ -66,7 +66,9 @@ impl App {
             .connect(config.nats_url.as_str())
             .await
             .context("connect to NATS")?;
-        let metrics = http::metrics::recorder();
+        let authenticator = tally_edge::Authenticator::from_file(config.edge.auth_tokens_file.as_deref())?;
+        // The recorder shared with command-service, so that both can run in one process (the end-to-end tests).
+        let metrics = tally_edge::observe::recorder();
         tasks.spawn(upkeep(metrics.clone()));
         let state = AppState::new(Shared {
             pool: pool.clone(),
@@ -77,7 +79,8 @@ impl App {
         });
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("bind {}", config.listen_addr))?;
-        Ok(App { listener, router: http::router(state), pool, listener_pool, tasks, config })
+        let router = http::router(state, authenticator, &config.edge);
+        Ok(App { listener, router, pool, listener_pool, tasks, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -1,4 +1,5 @@
-//! The HTTP surface: the router, its middleware, and one file per resource.
+//! The HTTP surface: the route table (who may read what), its middleware, and one file per resource. The edge
+//! (tokens, limits, request ids, HTTP metrics, `/docs`) is `tally_edge`'s, shared with command-service.
 
 pub mod assets;
 pub mod balance;
@@ -8,6 +9,8 @@ pub mod events;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod openapi;
+pub mod ownership;
 pub mod params;
 pub mod projections;
 pub mod streams;
@@ -18,18 +21,16 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::Uri;
+use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
+use tally_edge::{Access, Authenticator, EdgeConfig, RouteSpec, Routes, Scope};
+use tally_shared::api::ProblemCode::{self, *};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
 
 use crate::checkpoint::Checkpoint;
 use crate::http::error::ApiError;
@@ -60,37 +61,52 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/assets", get(assets::list))
-        .route("/v1/assets/{code}", get(assets::one))
-        .route("/v1/wallets/{wallet_id}", get(wallets::one))
-        .route("/v1/wallets/{wallet_id}/history", get(history::page))
-        .route("/v1/wallets/{wallet_id}/balance", get(balance::at))
-        .route("/v1/owners/{owner_id}/wallets", get(wallets::of_owner))
-        .route("/v1/transfers", get(transfers::by_reference))
-        .route("/v1/transfers/{transfer_id}", get(transfers::one))
-        .route("/v1/streams/{stream_id}/events", get(streams::events))
-        .route("/v1/events", get(events::after))
-        .route("/v1/projections", get(projections::list))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics::render))
+/// What any read can answer: a bad query string, a projection behind `min_position`, a busy database.
+const READ: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable];
+const ASSET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, AssetNotFound];
+const WALLET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, WalletNotFound];
+const OWNER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, NotFound];
+const TRANSFER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, TransferNotFound];
+const STREAM: &[ProblemCode] =
+    &[ValidationFailed, ProjectionBehind, Unavailable, AssetNotFound, WalletNotFound, TransferNotFound];
+
+/// The route table: every route, who may call it and what it can answer. It alone builds the router; the
+/// OpenAPI document is completed from it and checked against it (`tests/auth.rs`).
+pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
+    let (read, audit) = (Access::Scope(Scope::Read), Access::Scope(Scope::Audit));
+    let get = |path, access, problems| RouteSpec::new(Method::GET, path, access, problems);
+    Routes::new(authenticator)
+        .route(get("/v1/assets", read, READ), assets::list)
+        .route(get("/v1/assets/{code}", read, ASSET), assets::one)
+        .route(get("/v1/wallets/{wallet_id}", read, WALLET), wallets::one)
+        .route(get("/v1/wallets/{wallet_id}/history", read, WALLET), history::page)
+        .route(get("/v1/wallets/{wallet_id}/balance", audit, WALLET), balance::at)
+        .route(get("/v1/owners/{owner_id}/wallets", read, OWNER), wallets::of_owner)
+        .route(get("/v1/transfers", read, READ), transfers::by_reference)
+        .route(get("/v1/transfers/{transfer_id}", read, TRANSFER), transfers::one)
+        .route(get("/v1/streams/{stream_id}/events", audit, STREAM), streams::events)
+        .route(get("/v1/events", audit, READ), events::after)
+        .route(get("/v1/projections", read, READ), projections::list)
+        .route(get("/health/live", Access::Open, &[]), health::live)
+        .route(get("/health/ready", Access::Open, &[Unavailable]), health::ready)
+        .route(get("/metrics", Access::Open, &[]), metrics::render)
+        .with_docs(openapi::ApiDoc::openapi())
+}
+
+pub fn router(state: AppState, authenticator: Authenticator, edge: &EdgeConfig) -> Router {
+    let (router, guard) = routes(authenticator).into_parts();
+    let router = router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Innermost first: the consistency wait, then panics turned into problems, then what sees the final answer.
+        // Innermost first: the consistency wait, what an owner-bound token may see, then panics turned into
+        // problems. The edge around them authenticates first, so a refused request never waits.
         .layer(middleware::from_fn_with_state(state.clone(), consistency::read_your_writes))
+        .layer(middleware::from_fn_with_state(state.clone(), ownership::restrict))
         .layer(CatchPanicLayer::custom(|_panic| -> Response {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
-        .layer(middleware::from_fn(metrics::track))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-            let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    tally_edge::wrap(router, guard, edge)
 }
 
 async fn route_not_found(uri: Uri) -> ApiError {

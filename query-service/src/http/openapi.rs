@@ -1,0 +1,230 @@
+//! The OpenAPI 3.1 document of query-service: each route's parameters and answer, here; its security and
+//! problem codes come from the route table (`tally_edge::openapi::complete`). The coverage test checks the
+//! document against the table both ways, so a route cannot be added to one and forgotten in the other.
+
+// The functions below only carry `#[utoipa::path]`: the handlers live in their resource files.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tally_shared::api::{AssetView, HistoryEntryView, TransferView, WalletView};
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tally query-service",
+        description = "Reads of Tally, an event-sourced wallet ledger: balances, histories, transfers, and the event \
+                       log for auditors. Every answer carries `X-Projection-Position`; `min_position` (or \
+                       `X-Min-Position`) waits until the projection has reached a command's position. Errors are \
+                       `application/problem+json` with a stable `code`."
+    ),
+    paths(
+        assets_list,
+        asset_one,
+        wallet_one,
+        wallet_history,
+        wallet_balance,
+        owner_wallets,
+        transfers_by_reference,
+        transfer_one,
+        stream_events,
+        global_log,
+        projections,
+        health_live,
+        health_ready,
+        metrics,
+    ),
+    components(schemas(
+        AssetList,
+        WalletList,
+        HistoryPage,
+        BalanceAt,
+        TransferList,
+        StoredEventView,
+        StreamPage,
+        EventPage,
+        ProjectionView,
+        ProjectionList
+    )),
+    tags(
+        (name = "assets", description = "Assets with their totals"),
+        (name = "wallets", description = "Wallets, their histories and balances"),
+        (name = "transfers", description = "Transfers with their legs and reversals"),
+        (name = "audit", description = "The event log itself: streams, the global log"),
+        (name = "operations", description = "Health, metrics and projection progress"),
+    )
+)]
+pub struct ApiDoc;
+
+#[derive(ToSchema)]
+struct AssetList {
+    items: Vec<AssetView>,
+}
+
+#[derive(ToSchema)]
+struct WalletList {
+    items: Vec<WalletView>,
+}
+
+/// Newest first; `next_cursor` fetches the next page.
+#[derive(ToSchema)]
+struct HistoryPage {
+    items: Vec<HistoryEntryView>,
+    next_cursor: Option<String>,
+}
+
+/// A wallet's balance at a moment, recomputed from its events.
+#[derive(ToSchema)]
+struct BalanceAt {
+    wallet_id: Uuid,
+    asset: String,
+    /// At the asset's scale; zero before the first debit or credit.
+    #[schema(example = "10.50")]
+    balance: String,
+    /// The wallet stream's version at that moment; 0 before it was opened.
+    version: i64,
+    /// Position of the debit or credit that set `balance`.
+    position: Option<i64>,
+    recorded_at: Option<DateTime<Utc>>,
+    as_of: Option<DateTime<Utc>>,
+    at_position: Option<i64>,
+}
+
+#[derive(ToSchema)]
+struct TransferList {
+    items: Vec<TransferView>,
+}
+
+/// An event as the store keeps it.
+#[derive(ToSchema)]
+#[schema(as = StoredEvent)]
+struct StoredEventView {
+    position: i64,
+    stream_id: String,
+    version: i64,
+    event_id: Uuid,
+    #[schema(rename = "type")]
+    event_type: String,
+    data: Value,
+    metadata: Value,
+    recorded_at: DateTime<Utc>,
+    /// Hex of the SHA-256 chaining this event to the previous one of its stream.
+    hash: String,
+}
+
+#[derive(ToSchema)]
+struct StreamPage {
+    items: Vec<StoredEventView>,
+    /// The `from_version` of the next page; absent at the end of the stream.
+    next_from_version: Option<i64>,
+}
+
+#[derive(ToSchema)]
+struct EventPage {
+    items: Vec<StoredEventView>,
+    /// The `after` of the next request.
+    next_after: i64,
+}
+
+/// One projection's progress through the log.
+#[derive(ToSchema)]
+struct ProjectionView {
+    projection: String,
+    position: i64,
+    head: i64,
+    lag_events: i64,
+    lag_ms: i64,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(ToSchema)]
+struct ProjectionList {
+    items: Vec<ProjectionView>,
+}
+
+/// Parameters of every read: the read-your-writes wait.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Consistency {
+    /// Wait (bounded, 2 s by default) until the projection has reached this position, e.g. a command's `position`;
+    /// otherwise `503 projection_behind`. Also as the `X-Min-Position` header.
+    min_position: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/assets", tag = "assets", params(Consistency),
+    responses((status = 200, description = "Every asset", body = AssetList)))]
+fn assets_list() {}
+
+#[utoipa::path(get, path = "/v1/assets/{code}", tag = "assets",
+    params(("code" = String, Path, description = "Asset code", example = "NGN"), Consistency),
+    responses((status = 200, description = "The asset and its totals", body = AssetView)))]
+fn asset_one() {}
+
+#[utoipa::path(get, path = "/v1/wallets/{wallet_id}", tag = "wallets",
+    params(("wallet_id" = Uuid, Path), Consistency),
+    responses((status = 200, description = "The wallet", body = WalletView)))]
+fn wallet_one() {}
+
+#[utoipa::path(get, path = "/v1/wallets/{wallet_id}/history", tag = "wallets",
+    params(("wallet_id" = Uuid, Path),
+           ("limit" = Option<i64>, Query, description = "1 to 1000, 50 by default"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+           Consistency),
+    responses((status = 200, description = "A page of the wallet's legs, newest first", body = HistoryPage)))]
+fn wallet_history() {}
+
+#[utoipa::path(get, path = "/v1/wallets/{wallet_id}/balance", tag = "audit",
+    params(("wallet_id" = Uuid, Path),
+           ("as_of" = Option<DateTime<Utc>>, Query, description = "RFC 3339 instant; exclusive with at_position"),
+           ("at_position" = Option<i64>, Query, description = "Global position; exclusive with as_of"),
+           Consistency),
+    responses((status = 200, description = "The balance at that moment, from the wallet's events", body = BalanceAt)))]
+fn wallet_balance() {}
+
+#[utoipa::path(get, path = "/v1/owners/{owner_id}/wallets", tag = "wallets",
+    params(("owner_id" = String, Path), Consistency),
+    responses((status = 200, description = "Every wallet of the owner (none: an empty list)", body = WalletList)))]
+fn owner_wallets() {}
+
+#[utoipa::path(get, path = "/v1/transfers", tag = "transfers",
+    params(("reference" = String, Query, description = "The client's reference"), Consistency),
+    responses((status = 200, description = "The transfers carrying this reference, oldest first", body = TransferList)))]
+fn transfers_by_reference() {}
+
+#[utoipa::path(get, path = "/v1/transfers/{transfer_id}", tag = "transfers",
+    params(("transfer_id" = Uuid, Path), Consistency),
+    responses((status = 200, description = "The transfer with its legs and reversals", body = TransferView)))]
+fn transfer_one() {}
+
+#[utoipa::path(get, path = "/v1/streams/{stream_id}/events", tag = "audit",
+    params(("stream_id" = String, Path, description = "`wallet-{uuid}`, `transfer-{uuid}` or `asset-{CODE}`"),
+           ("from_version" = Option<i64>, Query, description = "First version, 1 by default"),
+           ("limit" = Option<i64>, Query, description = "1 to 1000, 50 by default"),
+           Consistency),
+    responses((status = 200, description = "The stream's raw events in version order", body = StreamPage)))]
+fn stream_events() {}
+
+#[utoipa::path(get, path = "/v1/events", tag = "audit",
+    params(("after" = Option<i64>, Query, description = "Position to read after, 0 by default"),
+           ("limit" = Option<i64>, Query, description = "1 to 1000, 50 by default"),
+           Consistency),
+    responses((status = 200, description = "The global log in commit order", body = EventPage)))]
+fn global_log() {}
+
+#[utoipa::path(get, path = "/v1/projections", tag = "operations", params(Consistency),
+    responses((status = 200, description = "Each projection's checkpoint, the head and the lag", body = ProjectionList)))]
+fn projections() {}
+
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"live\"}`", body = Value)))]
+fn health_live() {}
+
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, description = "`status`, `postgres`, `nats`, `projection_position`, `read_your_writes_waiting`", body = Value)))]
+fn health_ready() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
+fn metrics() {}
