@@ -20,11 +20,17 @@ pub struct StreamHead {
     pub version: i64,
     pub position: i64,
     pub last_hash: [u8; 32],
+    /// `recorded_at` of the stream's last event: the next one is never stamped earlier.
+    pub recorded_at: DateTime<Utc>,
 }
 
 impl StreamHead {
-    pub const EMPTY: StreamHead =
-        StreamHead { version: 0, position: 0, last_hash: tally_shared::envelope::GENESIS_HASH };
+    pub const EMPTY: StreamHead = StreamHead {
+        version: 0,
+        position: 0,
+        last_hash: tally_shared::envelope::GENESIS_HASH,
+        recorded_at: DateTime::<Utc>::MIN_UTC,
+    };
 }
 
 #[derive(Debug, Clone)]
@@ -43,18 +49,18 @@ pub async fn load_streams(
     lock: bool,
 ) -> anyhow::Result<Vec<LoadedStream>> {
     let sql = if lock {
-        "SELECT stream_id, version, position, state, last_hash FROM streams
+        "SELECT stream_id, version, position, state, last_hash, updated_at FROM streams
          WHERE stream_id = ANY($1) ORDER BY stream_id FOR UPDATE"
     } else {
-        "SELECT stream_id, version, position, state, last_hash FROM streams WHERE stream_id = ANY($1)"
+        "SELECT stream_id, version, position, state, last_hash, updated_at FROM streams WHERE stream_id = ANY($1)"
     };
-    let rows: Vec<(String, i64, i64, serde_json::Value, Vec<u8>)> =
+    let rows: Vec<(String, i64, i64, serde_json::Value, Vec<u8>, DateTime<Utc>)> =
         sqlx::query_as(sql).bind(stream_ids).fetch_all(&mut *connection).await.context("load stream snapshots")?;
     rows.into_iter()
-        .map(|(stream_id, version, position, state, last_hash)| {
+        .map(|(stream_id, version, position, state, last_hash, recorded_at)| {
             let last_hash: [u8; 32] =
                 last_hash.try_into().map_err(|_| anyhow::anyhow!("snapshot of {stream_id} has a malformed hash"))?;
-            Ok(LoadedStream { stream_id, head: StreamHead { version, position, last_hash }, state })
+            Ok(LoadedStream { stream_id, head: StreamHead { version, position, last_hash, recorded_at }, state })
         })
         .collect()
 }

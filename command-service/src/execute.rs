@@ -412,6 +412,9 @@ impl Appender {
             .collect();
         let mut learned: Vec<(StreamId, StreamState)> = Vec::new();
         let (mut world, mut heads) = self.load(&mut transaction, &commands).await?;
+        // Never earlier than the last event of any stream touched, so that each stream's `recorded_at`
+        // never goes backwards, even across processes whose clocks disagree (`as_of` reads rely on it).
+        let recorded_at = heads.values().map(|head| head.recorded_at).fold(now, DateTime::max);
 
         // 3. Decide in order, each against the state the previous ones left.
         let mut decisions = Vec::with_capacity(requests.len());
@@ -479,10 +482,10 @@ impl Appender {
                             event_type: &event_type,
                             data: &data,
                             metadata: &metadata,
-                            recorded_at: now,
+                            recorded_at,
                         }
                         .chain_hash(&head.last_hash);
-                        *head = StreamHead { version, position: head.position, last_hash: hash };
+                        *head = StreamHead { version, position: head.position, last_hash: hash, recorded_at };
                         last_event_of.insert(change.stream.clone(), events.len());
                         touched.insert(change.stream.clone());
                         events.push(NewEvent {
@@ -492,11 +495,11 @@ impl Appender {
                             event_type,
                             data,
                             metadata: metadata.clone(),
-                            recorded_at: now,
+                            recorded_at,
                             hash,
                         });
                     }
-                    let (status, draft, position_of) = answer(&request.command, &changes, &world, &heads, now);
+                    let (status, draft, position_of) = answer(&request.command, &changes, &world, &heads, recorded_at);
                     decisions.push(Decision::Decided { status, draft, events: start..events.len(), position_of });
                 }
             }
@@ -531,7 +534,7 @@ impl Appender {
                 learned.push((stream.clone(), state));
             }
         }
-        event_store::save_snapshots(&mut transaction, &snapshots, now).await?;
+        event_store::save_snapshots(&mut transaction, &snapshots, recorded_at).await?;
         event_store::insert_owners(&mut transaction, &owners).await?;
 
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(decisions.len());
