@@ -40,6 +40,9 @@ pub struct LoadedStream {
     pub state: serde_json::Value,
 }
 
+/// A `streams` row as read: id, version, position, state, last hash, last `recorded_at`.
+type SnapshotRow = (String, i64, i64, serde_json::Value, Vec<u8>, DateTime<Utc>);
+
 /// Reads the snapshots of `stream_ids`; with `lock`, takes their row locks in `stream_id` order,
 /// so that two appenders touching the same streams queue instead of deadlocking.
 #[tracing::instrument(skip_all, fields(streams = stream_ids.len(), lock))]
@@ -54,7 +57,7 @@ pub async fn load_streams(
     } else {
         "SELECT stream_id, version, position, state, last_hash, updated_at FROM streams WHERE stream_id = ANY($1)"
     };
-    let rows: Vec<(String, i64, i64, serde_json::Value, Vec<u8>, DateTime<Utc>)> =
+    let rows: Vec<SnapshotRow> =
         sqlx::query_as(sql).bind(stream_ids).fetch_all(&mut *connection).await.context("load stream snapshots")?;
     rows.into_iter()
         .map(|(stream_id, version, position, state, last_hash, recorded_at)| {

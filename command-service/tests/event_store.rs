@@ -36,6 +36,9 @@ async fn recorded_at_never_goes_backwards_within_a_stream_even_after_a_clock_ahe
     app.stop().await;
 }
 
+/// stream_id, version, event_id, type, data, metadata, recorded_at, hash.
+type EventRow = (String, i64, uuid::Uuid, String, serde_json::Value, serde_json::Value, DateTime<Utc>, Vec<u8>);
+
 #[sqlx::test(migrations = "../migrations")]
 async fn every_stored_event_chains_to_the_previous_one_and_snapshots_hold_the_last_hash(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -45,14 +48,13 @@ async fn every_stored_event_chains_to_the_previous_one_and_snapshots_hold_the_la
         assert_eq!(app.money(&wallet, action, amount).await.status, 201);
     }
 
-    let rows: Vec<(String, i64, uuid::Uuid, String, serde_json::Value, serde_json::Value, DateTime<Utc>, Vec<u8>)> =
-        sqlx::query_as(
-            "SELECT stream_id, version, event_id, event_type, data, metadata, recorded_at, hash FROM events
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT stream_id, version, event_id, event_type, data, metadata, recorded_at, hash FROM events
              ORDER BY stream_id, version",
-        )
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     let mut previous: Option<(String, [u8; 32])> = None;
     for (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash) in &rows {
         let chained_to = match &previous {
