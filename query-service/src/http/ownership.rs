@@ -70,9 +70,8 @@ async fn check(
             Ok((!owns_wallet(pool, owner, wallet_id).await?)
                 .then(|| ApiError::WalletNotFound { wallet_id }.into_response()))
         }
-        "/v1/owners/{owner_id}/wallets" => Ok((segment("owner_id") != owner).then(|| {
-            ApiError::RouteNotFound { path: "no wallets of that owner for this token".to_owned() }.into_response()
-        })),
+        "/v1/owners/{owner_id}/wallets" => Ok((segment("owner_id") != owner)
+            .then(|| tally_edge::problem::refuse(ProblemCode::NotFound, "owner not found", None))),
         "/v1/transfers/{transfer_id}" => {
             let Ok(transfer_id) = params::transfer_id(segment("transfer_id")) else { return Ok(None) };
             Ok((!touches_owned_wallet(pool, owner, transfer_id).await?)
