@@ -6,7 +6,7 @@
 //! - [`execute`]: load → decide → append → notify, batching concurrent commands into one transaction.
 //! - [`event_store`]: the SQL of snapshots, appends, idempotency records and owner uniqueness.
 //! - [`notify`]: "events appended" notifications to NATS JetStream, never in a command's way.
-//! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`telemetry`]: logs (metrics go through `tally_edge::observe`).
 
 pub mod config;
 pub mod event_store;
