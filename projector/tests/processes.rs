@@ -63,7 +63,7 @@ async fn a_killed_leader_process_is_replaced_by_the_standby(pool: PgPool) {
     let mut ledger = Ledger::new(&pool);
     mixed_workload(&mut ledger, 4, 60, 53).await;
     let prefix = unique_prefix();
-    let mut processes = vec![Process::spawn(&pool, &prefix), Process::spawn(&pool, &prefix)];
+    let mut processes = [Process::spawn(&pool, &prefix), Process::spawn(&pool, &prefix)];
     let (leader, standby) = leader_and_standby(&processes[0], &processes[1]).await;
     caught_up(&pool).await;
 
