@@ -1,6 +1,8 @@
-//! Where the CPU went during a phase: the bench itself, each service, and Postgres (all its processes on
-//! the machine), from `/proc/<pid>/stat`, as percent of one core. On a 2-core machine that the load
-//! generator shares with what it measures, this is the first thing to read next to a missed target.
+//! Where the CPU went during a phase: the bench itself, the processes it waited for (pgbench, `projector
+//! rebuild`), each service, and Postgres (its server processes and the backends of the bench's database,
+//! not other databases' backends), from `/proc/<pid>/stat`, as percent of one core. On a 2-core machine
+//! that the load generator shares with what it measures, this is the first thing to read beside a missed
+//! target.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,42 +16,55 @@ pub struct Processes {
     pub command_service: Option<u32>,
     pub projector: Option<u32>,
     pub query_service: Option<u32>,
+    /// The bench's database: only its backends count as Postgres work of the bench.
+    pub database: String,
 }
 
-/// CPU ticks used so far, per process group, at one instant.
+/// CPU ticks used so far by each process of each group, at one instant.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     at: Instant,
-    ticks: BTreeMap<&'static str, u64>,
+    ticks: BTreeMap<&'static str, BTreeMap<u32, u64>>,
 }
 
 impl Processes {
     pub fn snapshot(&self) -> Snapshot {
-        let mut ticks = BTreeMap::new();
-        ticks.insert("bench", process_ticks(std::process::id()).unwrap_or(0));
+        let mut ticks: BTreeMap<&'static str, BTreeMap<u32, u64>> = BTreeMap::new();
+        let own = std::process::id();
+        if let Some(stat) = read_stat(own) {
+            ticks.entry("bench").or_default().insert(own, stat.ticks);
+            ticks.entry("bench_children").or_default().insert(own, stat.children_ticks);
+        }
         for (name, pid) in [
             ("command_service", self.command_service),
             ("projector", self.projector),
             ("query_service", self.query_service),
         ] {
-            if let Some(ticks_used) = pid.and_then(process_ticks) {
-                ticks.insert(name, ticks_used);
+            if let Some(stat) = pid.and_then(read_stat) {
+                ticks.entry(name).or_default().insert(stat.pid, stat.ticks);
             }
         }
-        ticks.insert("postgres", postgres_ticks());
+        ticks.insert("postgres", postgres_ticks(&self.database));
         Snapshot { at: Instant::now(), ticks }
     }
 }
 
 impl Snapshot {
-    /// Percent of one core each group used since `self`.
+    /// Percent of one core each group used since `self`. A process that started in between counts whole;
+    /// one that exited in between takes its ticks with it (a slight underestimate for short connections).
     pub fn percent_since(&self, later: &Snapshot) -> BTreeMap<String, f64> {
         let seconds = later.at.duration_since(self.at).as_secs_f64().max(f64::EPSILON);
         later
             .ticks
             .iter()
-            .map(|(name, ticks)| {
-                let used = ticks.saturating_sub(self.ticks.get(name).copied().unwrap_or(0));
+            .map(|(name, processes)| {
+                let earlier = self.ticks.get(name);
+                let used: u64 = processes
+                    .iter()
+                    .map(|(pid, ticks)| {
+                        ticks.saturating_sub(earlier.and_then(|group| group.get(pid)).copied().unwrap_or(0))
+                    })
+                    .sum();
                 let percent = used as f64 / TICKS_PER_S / seconds * 100.0;
                 (name.to_string(), (percent * 10.0).round() / 10.0)
             })
@@ -57,35 +72,66 @@ impl Snapshot {
     }
 }
 
-/// User plus system ticks of one process (all its threads).
-fn process_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_ticks(&stat).map(|(_, ticks)| ticks)
+/// `postgres 67%, command_service 38%, …`, busiest first, for the log of a phase.
+pub fn describe(percent: &BTreeMap<String, f64>) -> String {
+    let mut shares: Vec<(&String, &f64)> = percent.iter().filter(|(_, share)| **share >= 0.5).collect();
+    shares.sort_by(|a, b| b.1.total_cmp(a.1));
+    let shares: Vec<String> = shares.iter().map(|(name, share)| format!("{name} {share:.0}%")).collect();
+    format!("cpu (% of one core): {}", shares.join(", "))
 }
 
-/// Every process named `postgres` (the server and its backends); ones that exit between two snapshots
-/// take their ticks with them, which makes the figure a slight underestimate for short connections.
-fn postgres_ticks() -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_str().is_some_and(|name| name.bytes().all(|byte| byte.is_ascii_digit())))
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .filter_map(|stat| parse_ticks(&stat))
-        .filter(|(command, _)| command == "postgres")
-        .map(|(_, ticks)| ticks)
-        .sum()
+struct Stat {
+    pid: u32,
+    command: String,
+    /// utime + stime.
+    ticks: u64,
+    /// cutime + cstime: children waited for.
+    children_ticks: u64,
 }
 
-/// `(command, utime + stime)` of a `/proc/<pid>/stat` line.
-fn parse_ticks(stat: &str) -> Option<(String, u64)> {
+fn read_stat(pid: u32) -> Option<Stat> {
+    parse_stat(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(pid: u32, stat: &str) -> Option<Stat> {
     let open = stat.find('(')?;
     let (command, rest) = stat[open + 1..].rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3, utime field 14, stime field 15 (proc(5)).
-    let user: u64 = fields.get(11)?.parse().ok()?;
-    let system: u64 = fields.get(12)?.parse().ok()?;
-    Some((command.to_owned(), user + system))
+    // After the command, fields count from 3 (state): utime is field 14, stime 15, cutime 16, cstime 17 (proc(5)).
+    let field = |number: usize| -> Option<u64> { fields.get(number - 3)?.parse().ok() };
+    Some(Stat {
+        pid,
+        command: command.to_owned(),
+        ticks: field(14)? + field(15)?,
+        children_ticks: field(16)? + field(17)?,
+    })
+}
+
+/// Ticks of the Postgres server processes and of the backends connected to `database`.
+fn postgres_ticks(database: &str) -> BTreeMap<u32, u64> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return BTreeMap::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(read_stat)
+        .filter(|stat| stat.command == "postgres")
+        .filter(|stat| {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", stat.pid)).unwrap_or_default();
+            counts_for(&String::from_utf8_lossy(&cmdline).replace('\0', " "), database)
+        })
+        .map(|stat| (stat.pid, stat.ticks))
+        .collect()
+}
+
+/// Whether a Postgres process (by its title, such as `postgres: 15/main: root tally_bench_1 127.0.0.1(5392) idle`)
+/// works for the bench: the postmaster and the background processes (WAL writer, checkpointer, …) do;
+/// a backend does when it is connected to the bench's database.
+fn counts_for(title: &str, database: &str) -> bool {
+    let Some(status) = title.trim().strip_prefix("postgres: ") else { return true };
+    let last = status.rsplit(": ").next().unwrap_or(status);
+    let words: Vec<&str> = last.split_whitespace().collect();
+    let is_backend = words.len() >= 3 && (words[2].contains('(') || words[2] == "[local]");
+    !is_backend || words[1] == database
 }
 
 #[cfg(test)]
@@ -94,12 +140,24 @@ mod tests {
 
     #[test]
     fn stat_lines_give_command_and_ticks() {
-        let stat = "4242 (postgres) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 0 0 0";
-        assert_eq!(parse_ticks(stat), Some(("postgres".to_owned(), 300)));
+        let stat = "4242 (postgres) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 0 0 0";
+        let parsed = parse_stat(4242, stat).unwrap();
+        assert_eq!((parsed.command.as_str(), parsed.ticks, parsed.children_ticks), ("postgres", 300, 10));
+    }
+
+    #[test]
+    fn only_the_bench_databases_backends_count() {
+        let database = "tally_bench_42";
+        assert!(counts_for("/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main", database));
+        assert!(counts_for("postgres: 15/main: walwriter ", database));
+        assert!(counts_for("postgres: 15/main: checkpointer ", database));
+        assert!(counts_for("postgres: 15/main: root tally_bench_42 127.0.0.1(53920) idle", database));
+        assert!(counts_for("postgres: root tally_bench_42 [local] INSERT", database));
+        assert!(!counts_for("postgres: 15/main: root _sqlx_test_77 127.0.0.1(53921) idle", database));
     }
 
     #[test]
     fn this_process_is_accounted() {
-        assert!(process_ticks(std::process::id()).is_some());
+        assert!(read_stat(std::process::id()).is_some());
     }
 }

@@ -26,6 +26,9 @@ pub struct Settings {
 pub struct Figures {
     pub minimal_command_tx_per_s: f64,
     pub batched_50_commands_per_s: f64,
+    /// What each command left on disk (heap, indexes, TOAST of both tables): the volume Tally's is compared to.
+    pub minimal_bytes_per_command: f64,
+    pub batched_bytes_per_command: f64,
 }
 
 pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow::Result<Figures> {
@@ -35,11 +38,21 @@ pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow:
         std::fs::write(&minimal, script(1)).context("write the pgbench script")?;
         let batched = work_dir.join("pgbench-batched-commands.sql");
         std::fs::write(&batched, script(BATCH_COMMANDS)).context("write the pgbench script")?;
-        let minimal_tps = pgbench(settings, &minimal).await?;
-        let batched_tps = pgbench(settings, &batched).await?;
+        let minimal_run = pgbench(settings, &minimal).await?;
+        let minimal_bytes = scratch_bytes(pool).await?;
+        sqlx::query(&format!("TRUNCATE {SCHEMA}.idempotency_keys, {SCHEMA}.events"))
+            .execute(pool)
+            .await
+            .context("empty the scratch tables")?;
+        let empty_bytes = scratch_bytes(pool).await?;
+        let batched_run = pgbench(settings, &batched).await?;
+        let batched_bytes = scratch_bytes(pool).await? - empty_bytes;
+        let batched_commands = batched_run.transactions * f64::from(BATCH_COMMANDS);
         Ok(Figures {
-            minimal_command_tx_per_s: minimal_tps,
-            batched_50_commands_per_s: batched_tps * f64::from(BATCH_COMMANDS),
+            minimal_command_tx_per_s: minimal_run.tps,
+            batched_50_commands_per_s: batched_run.tps * f64::from(BATCH_COMMANDS),
+            minimal_bytes_per_command: (minimal_bytes / minimal_run.transactions.max(1.0)).round(),
+            batched_bytes_per_command: (batched_bytes / batched_commands.max(1.0)).round(),
         })
     }
     .await;
@@ -106,8 +119,24 @@ fn script(commands: u32) -> String {
     )
 }
 
-/// Runs one script and returns its transactions per second.
-async fn pgbench(settings: &Settings, script: &Path) -> anyhow::Result<f64> {
+/// Bytes on disk of the scratch tables, indexes and TOAST included.
+async fn scratch_bytes(pool: &PgPool) -> anyhow::Result<f64> {
+    let (bytes,): (i64,) = sqlx::query_as(&format!(
+        "SELECT (pg_total_relation_size('{SCHEMA}.idempotency_keys') + pg_total_relation_size('{SCHEMA}.events'))::bigint"
+    ))
+    .fetch_one(pool)
+    .await
+    .context("measure the scratch tables")?;
+    Ok(bytes as f64)
+}
+
+struct Run {
+    tps: f64,
+    transactions: f64,
+}
+
+/// Runs one script and returns its transactions per second and count.
+async fn pgbench(settings: &Settings, script: &Path) -> anyhow::Result<Run> {
     let threads = settings.clients.min(2);
     let output = tokio::process::Command::new(&settings.binary)
         .arg("--no-vacuum")
@@ -127,7 +156,18 @@ async fn pgbench(settings: &Settings, script: &Path) -> anyhow::Result<f64> {
     if !output.status.success() {
         bail!("pgbench failed ({}): {}{}", output.status, stdout.trim(), stderr.trim());
     }
-    parse_tps(&stdout).with_context(|| format!("no tps in pgbench's output: {stdout}"))
+    let tps = parse_tps(&stdout).with_context(|| format!("no tps in pgbench's output: {stdout}"))?;
+    let transactions =
+        parse_transactions(&stdout).with_context(|| format!("no transaction count in pgbench's output: {stdout}"))?;
+    Ok(Run { tps, transactions })
+}
+
+/// `number of transactions actually processed: 12345`.
+fn parse_transactions(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("number of transactions actually processed: "))
+        .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
 /// `tps = 1234.567890 (without initial connection time)`.
@@ -149,6 +189,7 @@ mod tests {
                       initial connection time = 12.3 ms\n\
                       tps = 4487.123456 (without initial connection time)\n";
         assert_eq!(parse_tps(output), Some(4487.123456));
+        assert_eq!(parse_transactions(output), Some(100.0));
         assert_eq!(parse_tps("nothing here"), None);
     }
 

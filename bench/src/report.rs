@@ -32,6 +32,9 @@ pub struct RunInfo {
 pub struct Pgbench {
     pub minimal_command_tx_per_s: Option<f64>,
     pub batched_50_commands_per_s: Option<f64>,
+    /// Bytes each command left on disk (tables, indexes, TOAST), one per transaction and 50 per transaction.
+    pub minimal_bytes_per_command: Option<f64>,
+    pub batched_bytes_per_command: Option<f64>,
     pub clients: u32,
     pub seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,9 @@ pub struct Spread {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub closed_loop_cpu_percent: BTreeMap<String, f64>,
     pub closed_loop_appender: Appender,
+    /// Closed loop: events appended and bytes left on disk (event store tables, indexes, TOAST) per command.
+    pub closed_loop_events_per_command: Option<f64>,
+    pub closed_loop_bytes_per_command: Option<f64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub open_loop_cpu_percent: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -49,8 +49,8 @@ pub async fn zero_sum(database: &PgPool, when: &str) -> Check {
 
 /// Every wallet of `rm_wallets` has its snapshot's balance and version, and no snapshot lacks its row.
 /// Call it once the projection has caught up with the head.
-pub async fn read_models_match_snapshots(database: &PgPool) -> Check {
-    let name = "read models equal the stream snapshots (balance and version of every wallet)".to_owned();
+pub async fn read_models_match_snapshots(database: &PgPool, when: &str) -> Check {
+    let name = format!("read models equal the stream snapshots (balance and version of every wallet), {when}");
     let result: Result<(i64, i64, Option<String>), sqlx::Error> = sqlx::query_as(
         "WITH snapshots AS (
              SELECT substr(stream_id, 8)::uuid AS wallet_id, version, (state->>'balance')::numeric AS balance

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use uuid::Uuid;
 
 use crate::api::{self, Queries};
+use crate::cpu;
 use crate::http::{Connection, Request};
 use crate::report::FlatCost;
 use crate::seed;
@@ -50,6 +51,7 @@ pub async fn run(bench: &Bench, flat: &mut FlatCost) -> anyhow::Result<()> {
     let cpu_before = bench.processes.snapshot();
     let seeded = seed::topups(&bench.database, deep, to_seed).await?;
     flat.seed_cpu_percent = cpu_before.percent_since(&bench.processes.snapshot());
+    eprintln!("    seed {}", cpu::describe(&flat.seed_cpu_percent));
     let seed_seconds = seeded.elapsed.as_secs_f64();
     flat.wallet_events = Some(seeded.wallet_version);
     flat.seeded_events = Some(seeded.events);
@@ -72,6 +74,7 @@ pub async fn run(bench: &Bench, flat: &mut FlatCost) -> anyhow::Result<()> {
                 Ok(_) => {
                     let catch_up = started.elapsed().as_secs_f64();
                     flat.catch_up_cpu_percent = cpu_before.percent_since(&bench.processes.snapshot());
+                    eprintln!("    catch-up {}", cpu::describe(&flat.catch_up_cpu_percent));
                     flat.catch_up_s = Some((catch_up * 10.0).round() / 10.0);
                     flat.catch_up_events_per_s = Some((seeded.events as f64 / (seed_seconds + catch_up)).round());
                     eprintln!("    the projection caught up {catch_up:.1}s after the seed ended");

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use futures::future::join_all;
 use uuid::Uuid;
 
+use crate::cpu;
 use crate::http::Connection;
 use crate::load::{self, Tally, Verdict};
 use crate::report::{Check, HotWallet};
@@ -63,6 +64,7 @@ pub async fn run(bench: &Bench, hot: &mut HotWallet) -> anyhow::Result<Vec<Check
     join_all(tasks).await;
     let elapsed = started.elapsed();
     hot.cpu_percent = before.percent_since(&bench.processes.snapshot());
+    eprintln!("    {}", cpu::describe(&hot.cpu_percent));
     hot.appender = metrics_before.appender_until(&service_metrics::scrape(&bench.commands.pool).await, elapsed);
     let tally = tally.lock().expect("tally lock is never poisoned").clone();
 

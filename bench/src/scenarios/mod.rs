@@ -89,6 +89,7 @@ impl Bench {
             command_service: config.command_pid,
             projector: config.projector_pid,
             query_service: config.query_pid,
+            database: database_name(&config.database_url),
         };
         let memory = Sampler::start(vec![
             Watched { name: "command_service", pid: config.command_pid },
@@ -134,6 +135,24 @@ async fn wait_ready(endpoint: &Arc<Endpoint>, wait: Duration) -> anyhow::Result<
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The database a Postgres URL names: `postgres://u@h:5432/NAME?options` → `NAME`.
+fn database_name(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// The event store as it stands: events appended, and bytes on disk of its tables (indexes and TOAST included).
+pub async fn event_store_size(database: &PgPool) -> anyhow::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events),
+                (SELECT sum(pg_total_relation_size(t))::bigint
+                 FROM unnest(ARRAY['events', 'streams', 'idempotency_keys', 'wallet_owners']::regclass[]) AS t)",
+    )
+    .fetch_one(database)
+    .await
+    .context("measure the event store")
 }
 
 /// The position of the last event appended.
@@ -186,6 +205,15 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
             Ok(figures) => {
                 report.pgbench.minimal_command_tx_per_s = Some(figures.minimal_command_tx_per_s);
                 report.pgbench.batched_50_commands_per_s = Some(figures.batched_50_commands_per_s);
+                report.pgbench.minimal_bytes_per_command = Some(figures.minimal_bytes_per_command);
+                report.pgbench.batched_bytes_per_command = Some(figures.batched_bytes_per_command);
+                eprintln!(
+                    "    minimal: {:.0} tx/s, {:.0} bytes per command; 50 per transaction: {:.0} commands/s, {:.0} bytes each",
+                    figures.minimal_command_tx_per_s,
+                    figures.minimal_bytes_per_command,
+                    figures.batched_50_commands_per_s,
+                    figures.batched_bytes_per_command
+                );
             }
             Err(error) => {
                 report.pgbench.reason = Some(format!("{error:#}"));
@@ -343,14 +371,16 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
     report.correctness.push(checks::zero_sum(&bench.database, "after the load").await);
     if let (Ok(_), Some(population)) = (bench.read_side(), &population) {
         bench.settle(population.wallets[0]).await;
-        report.correctness.push(checks::read_models_match_snapshots(&bench.database).await);
+        report.correctness.push(checks::read_models_match_snapshots(&bench.database, "after the load").await);
     }
 
     if bench.wants(Scenario::Rebuild) {
         phases.begin(report, &bench.memory, "rebuild", "rebuild: projector rebuild of everything appended so far");
         match rebuild::run(bench, &mut report.scenarios.rebuild).await {
             Ok(rebuild::Outcome::Rebuilt) => {
-                report.correctness.push(checks::read_models_match_snapshots(&bench.database).await);
+                report
+                    .correctness
+                    .push(checks::read_models_match_snapshots(&bench.database, "after the rebuild").await);
             }
             Ok(rebuild::Outcome::NotReady(reason)) => report.scenarios.rebuild.reason = Some(reason),
             Err(error) => {
@@ -546,5 +576,16 @@ impl Workload for Mix {
 
     fn judge(&self, _call: &Call, response: &Response) -> Verdict {
         load::judge_command(response, &["insufficient_funds"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_name_is_the_last_path_segment() {
+        assert_eq!(database_name("postgres://root@127.0.0.1:5432/tally_bench_7"), "tally_bench_7");
+        assert_eq!(database_name("postgres://u:p@h/db?sslmode=disable"), "db");
     }
 }

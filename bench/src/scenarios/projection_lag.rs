@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::api::{Queries, TransferAnswer};
+use crate::cpu;
 use crate::http::Response;
 use crate::load::{self, Call, Verdict, Workload};
 use crate::report::{Check, ProjectionLag};
@@ -103,6 +104,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     lag.cpu_percent = before.percent_since(&bench.processes.snapshot());
+    eprintln!("    {}", cpu::describe(&lag.cpu_percent));
     let histogram = probe.lag_us.lock().expect("unpoisoned").clone();
     let failures = probe.failures.lock().expect("unpoisoned").clone();
     let unanswered = probe.outstanding.load(Ordering::Relaxed);

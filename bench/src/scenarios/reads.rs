@@ -6,6 +6,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use crate::api::Queries;
+use crate::cpu;
 use crate::http::Response;
 use crate::load::{self, Call, Stop, Verdict, Workload};
 use crate::report::Reads;
@@ -38,6 +39,7 @@ pub async fn run(bench: &Bench, population: &Population, queries: &Queries, read
         load::closed_loop(queries.pool.endpoint(), bench.config.read_workers, Stop::After(bench.plan.reads), workload)
             .await;
     reads.cpu_percent = before.percent_since(&bench.processes.snapshot());
+    eprintln!("    {}", cpu::describe(&reads.cpu_percent));
     reads.requests_per_s = Some(tally.rate_per_s().round());
     reads.p50_ms = Some(tally.latency_ms(0.5));
     reads.p99_ms = Some(tally.latency_ms(0.99));

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use sqlx::PgPool;
 
+use crate::cpu;
 use crate::report::Rebuild;
 
 use super::Bench;
@@ -47,6 +48,7 @@ pub async fn run(bench: &Bench, rebuild: &mut Rebuild) -> anyhow::Result<Outcome
         .context("wait for projector rebuild")?;
     let seconds = started.elapsed().as_secs_f64();
     rebuild.cpu_percent = cpu_before.percent_since(&bench.processes.snapshot());
+    eprintln!("    {} (bench_children: the rebuild process)", cpu::describe(&rebuild.cpu_percent));
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
         let tail: Vec<&str> = text.lines().rev().take(OUTPUT_LINES_SHOWN).collect();

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cpu;
 use crate::load::{self, Stop};
 use crate::report::Spread;
 use crate::service_metrics;
@@ -17,6 +18,7 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
     let mix = Arc::new(Mix { commands: bench.commands.clone(), wallets: population.wallets.clone() });
 
     let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
+    let (events_before, bytes_before) = super::event_store_size(&bench.database).await?;
     let before = bench.processes.snapshot();
     let closed = load::closed_loop(
         bench.commands.endpoint(),
@@ -26,7 +28,13 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
     )
     .await;
     spread.closed_loop_cpu_percent = before.percent_since(&bench.processes.snapshot());
+    eprintln!("    closed loop {}", cpu::describe(&spread.closed_loop_cpu_percent));
     let metrics_after = service_metrics::scrape(&bench.commands.pool).await;
+    let (events_after, bytes_after) = super::event_store_size(&bench.database).await?;
+    let commands = closed.completed().max(1) as f64;
+    spread.closed_loop_events_per_command =
+        Some(((events_after - events_before) as f64 / commands * 100.0).round() / 100.0);
+    spread.closed_loop_bytes_per_command = Some(((bytes_after - bytes_before) as f64 / commands).round());
     spread.closed_loop_appender = metrics_before.appender_until(&metrics_after, closed.elapsed);
     let rate = closed.rate_per_s();
     spread.commands_per_s = Some(rate.round());
@@ -46,6 +54,9 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
     if let (Some(batches), Some(size)) = (appender.batches_per_s, appender.mean_batch_size) {
         eprintln!("    appender: {batches:.0} batches/s of {size:.1} commands on average");
     }
+    if let (Some(events), Some(bytes)) = (spread.closed_loop_events_per_command, spread.closed_loop_bytes_per_command) {
+        eprintln!("    per command: {events:.2} events, {bytes:.0} bytes on disk");
+    }
     if closed.ok == 0 {
         spread.errors = Some(closed.error_count());
         anyhow::bail!("no command succeeded in the closed loop; errors: {}", closed.errors_summary());
@@ -57,6 +68,7 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
     let before = bench.processes.snapshot();
     let open = load::open_loop(&bench.commands.pool, open_rate, bench.plan.spread_open, mix).await;
     spread.open_loop_cpu_percent = before.percent_since(&bench.processes.snapshot());
+    eprintln!("    open loop {}", cpu::describe(&spread.open_loop_cpu_percent));
     spread.open_loop_rate_per_s = Some(open_rate.round());
     spread.p50_ms = Some(open.latency_ms(0.5));
     spread.p99_ms = Some(open.latency_ms(0.99));
