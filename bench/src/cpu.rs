@@ -5,7 +5,12 @@
 //! target.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a [`Tracker`] looks at the processes, so that one that exits mid-phase (a rebuild's
+/// connections, a pgbench client) still counts with what it used up to its last sample.
+const TRACK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on every Linux the bench targets).
 const TICKS_PER_S: f64 = 100.0;
@@ -49,10 +54,63 @@ impl Processes {
     }
 }
 
+/// CPU accounting over a phase, sampling as it goes.
+pub struct Tracker {
+    start: Snapshot,
+    seen: Arc<Mutex<Snapshot>>,
+    processes: Processes,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Processes {
+    /// Starts accounting; [`Tracker::finish`] gives each group's share of one core since now.
+    pub fn track(&self) -> Tracker {
+        let start = self.snapshot();
+        let seen = Arc::new(Mutex::new(start.clone()));
+        let task = {
+            let (processes, seen) = (self.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(TRACK_INTERVAL);
+                loop {
+                    interval.tick().await;
+                    let latest = processes.snapshot();
+                    seen.lock().expect("unpoisoned").absorb(latest);
+                }
+            })
+        };
+        Tracker { start, seen, processes: self.clone(), task }
+    }
+}
+
+impl Tracker {
+    pub fn finish(self) -> BTreeMap<String, f64> {
+        let mut seen = self.seen.lock().expect("unpoisoned").clone();
+        seen.absorb(self.processes.snapshot());
+        self.start.percent_since(&seen)
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Snapshot {
-    /// Percent of one core each group used since `self`. A process that started in between counts whole;
-    /// one that exited in between takes its ticks with it (a slight underestimate for short connections).
-    pub fn percent_since(&self, later: &Snapshot) -> BTreeMap<String, f64> {
+    /// Takes in a later snapshot: its instant, and every process's latest ticks, keeping processes gone since.
+    fn absorb(&mut self, later: Snapshot) {
+        self.at = later.at;
+        for (group, processes) in later.ticks {
+            let known = self.ticks.entry(group).or_default();
+            for (pid, ticks) in processes {
+                let entry = known.entry(pid).or_default();
+                *entry = (*entry).max(ticks);
+            }
+        }
+    }
+
+    /// Percent of one core each group used since `self`. A process that started in between counts whole.
+    fn percent_since(&self, later: &Snapshot) -> BTreeMap<String, f64> {
         let seconds = later.at.duration_since(self.at).as_secs_f64().max(f64::EPSILON);
         later
             .ticks

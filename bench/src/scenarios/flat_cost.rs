@@ -48,9 +48,9 @@ pub async fn run(bench: &Bench, flat: &mut FlatCost) -> anyhow::Result<()> {
         .context("read the deep wallet's version")?;
     let to_seed = bench.plan.flat_events.saturating_sub(u64::try_from(version).unwrap_or(0));
     eprintln!("    seeding {to_seed} top-ups of the deep wallet through the bulk path");
-    let cpu_before = bench.processes.snapshot();
+    let cpu_before = bench.processes.track();
     let seeded = seed::topups(&bench.database, deep, to_seed).await?;
-    flat.seed_cpu_percent = cpu_before.percent_since(&bench.processes.snapshot());
+    flat.seed_cpu_percent = cpu_before.finish();
     eprintln!("    seed {}", cpu::describe(&flat.seed_cpu_percent));
     let seed_seconds = seeded.elapsed.as_secs_f64();
     flat.wallet_events = Some(seeded.wallet_version);
@@ -67,13 +67,13 @@ pub async fn run(bench: &Bench, flat: &mut FlatCost) -> anyhow::Result<()> {
     let caught_up = match bench.read_side() {
         Err(reason) => Err(reason),
         Ok(queries) => {
-            let cpu_before = bench.processes.snapshot();
+            let cpu_before = bench.processes.track();
             let started = Instant::now();
             let head = super::head_position(&bench.database).await?;
             match queries.wallet_at(deep, head, bench.plan.catch_up_max).await {
                 Ok(_) => {
                     let catch_up = started.elapsed().as_secs_f64();
-                    flat.catch_up_cpu_percent = cpu_before.percent_since(&bench.processes.snapshot());
+                    flat.catch_up_cpu_percent = cpu_before.finish();
                     eprintln!("    catch-up {}", cpu::describe(&flat.catch_up_cpu_percent));
                     flat.catch_up_s = Some((catch_up * 10.0).round() / 10.0);
                     flat.catch_up_events_per_s = Some((seeded.events as f64 / (seed_seconds + catch_up)).round());

@@ -58,12 +58,12 @@ pub async fn run(bench: &Bench, hot: &mut HotWallet) -> anyhow::Result<Vec<Check
         }));
     }
     let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
-    let before = bench.processes.snapshot();
+    let before = bench.processes.track();
     let started = Instant::now();
     go.send_replace(true);
     join_all(tasks).await;
     let elapsed = started.elapsed();
-    hot.cpu_percent = before.percent_since(&bench.processes.snapshot());
+    hot.cpu_percent = before.finish();
     eprintln!("    {}", cpu::describe(&hot.cpu_percent));
     hot.appender = metrics_before.appender_until(&service_metrics::scrape(&bench.commands.pool).await, elapsed);
     let tally = tally.lock().expect("tally lock is never poisoned").clone();

@@ -97,13 +97,13 @@ pub async fn run(
         failures: Arc::new(Mutex::new(Vec::new())),
         stale: Arc::new(AtomicU64::new(0)),
     });
-    let before = bench.processes.snapshot();
+    let before = bench.processes.track();
     let commands = load::open_loop(&bench.commands.pool, rate_per_s, bench.plan.projection_lag, probe.clone()).await;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while probe.outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    lag.cpu_percent = before.percent_since(&bench.processes.snapshot());
+    lag.cpu_percent = before.finish();
     eprintln!("    {}", cpu::describe(&lag.cpu_percent));
     let histogram = probe.lag_us.lock().expect("unpoisoned").clone();
     let failures = probe.failures.lock().expect("unpoisoned").clone();

@@ -34,11 +34,11 @@ impl Workload for WalletReads {
 
 pub async fn run(bench: &Bench, population: &Population, queries: &Queries, reads: &mut Reads) -> anyhow::Result<()> {
     let workload = Arc::new(WalletReads { wallets: population.wallets.clone() });
-    let before = bench.processes.snapshot();
+    let before = bench.processes.track();
     let tally =
         load::closed_loop(queries.pool.endpoint(), bench.config.read_workers, Stop::After(bench.plan.reads), workload)
             .await;
-    reads.cpu_percent = before.percent_since(&bench.processes.snapshot());
+    reads.cpu_percent = before.finish();
     eprintln!("    {}", cpu::describe(&reads.cpu_percent));
     reads.requests_per_s = Some(tally.rate_per_s().round());
     reads.p50_ms = Some(tally.latency_ms(0.5));

@@ -30,7 +30,7 @@ pub async fn run(bench: &Bench, rebuild: &mut Rebuild) -> anyhow::Result<Outcome
     let (events,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM events").fetch_one(&bench.database).await.context("count events")?;
     let before = read_model_footprint(&bench.database).await?;
-    let cpu_before = bench.processes.snapshot();
+    let cpu_before = bench.processes.track();
     let started = Instant::now();
     let child = tokio::process::Command::new(binary)
         .arg("rebuild")
@@ -47,7 +47,7 @@ pub async fn run(bench: &Bench, rebuild: &mut Rebuild) -> anyhow::Result<Outcome
         .with_context(|| format!("projector rebuild took longer than {}s", bench.plan.rebuild_max.as_secs()))?
         .context("wait for projector rebuild")?;
     let seconds = started.elapsed().as_secs_f64();
-    rebuild.cpu_percent = cpu_before.percent_since(&bench.processes.snapshot());
+    rebuild.cpu_percent = cpu_before.finish();
     eprintln!("    {} (bench_children: the rebuild process)", cpu::describe(&rebuild.cpu_percent));
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {

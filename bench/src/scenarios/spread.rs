@@ -19,7 +19,7 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
 
     let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
     let (events_before, bytes_before) = super::event_store_size(&bench.database).await?;
-    let before = bench.processes.snapshot();
+    let before = bench.processes.track();
     let closed = load::closed_loop(
         bench.commands.endpoint(),
         bench.config.workers,
@@ -27,7 +27,7 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
         mix.clone(),
     )
     .await;
-    spread.closed_loop_cpu_percent = before.percent_since(&bench.processes.snapshot());
+    spread.closed_loop_cpu_percent = before.finish();
     eprintln!("    closed loop {}", cpu::describe(&spread.closed_loop_cpu_percent));
     let metrics_after = service_metrics::scrape(&bench.commands.pool).await;
     let (events_after, bytes_after) = super::event_store_size(&bench.database).await?;
@@ -65,9 +65,9 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
     bench.settle(population.wallets[0]).await;
     tokio::time::sleep(PAUSE).await;
     let open_rate = rate * 0.5;
-    let before = bench.processes.snapshot();
+    let before = bench.processes.track();
     let open = load::open_loop(&bench.commands.pool, open_rate, bench.plan.spread_open, mix).await;
-    spread.open_loop_cpu_percent = before.percent_since(&bench.processes.snapshot());
+    spread.open_loop_cpu_percent = before.finish();
     eprintln!("    open loop {}", cpu::describe(&spread.open_loop_cpu_percent));
     spread.open_loop_rate_per_s = Some(open_rate.round());
     spread.p50_ms = Some(open.latency_ms(0.5));
