@@ -50,7 +50,7 @@ impl RebuildStats {
 pub async fn main(config: RebuildConfig) -> anyhow::Result<()> {
     // No statement timeout: building an index over millions of rows may take longer than a batch ever does.
     let options = crate::app::connect_options(&config.database_url)?.options([("statement_timeout", "0")]);
-    let pool = PgPoolOptions::new().max_connections(3).connect_with(options).await.context("connect to Postgres")?;
+    let pool = PgPoolOptions::new().max_connections(4).connect_with(options).await.context("connect to Postgres")?;
     anyhow::ensure!(schema::is_ready(&pool).await?, "the schema is missing: start command-service first (it migrates)");
     let head = {
         let mut connection = pool.acquire().await?;
@@ -146,11 +146,18 @@ async fn build_and_swap(pool: &PgPool, batch_size: i64, progress: &mut impl FnMu
     let (mut events, mut position) = (0_u64, 0_i64);
     while let Some(batch) = receiver.recv().await {
         let batch = batch?;
-        let mut transaction = pool.begin().await?;
-        // A crash loses the staging tables only, which the next rebuild recreates: no need to wait for fsync.
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *transaction).await?;
-        apply(&mut transaction, &staging, &batch).await?;
-        transaction.commit().await.context("commit a rebuild batch")?;
+        let writes = {
+            let mut connection = pool.acquire().await?;
+            let prior = read_models::load_prior(&mut connection, &staging, &batch::needs(&batch)).await?;
+            batch::fold(&batch, &prior)?
+        };
+        // History on one connection, the other models on another: two Postgres backends, two cores. Each commits
+        // on its own; that is safe here because nothing reads the staging tables before the swap, and a crash
+        // only loses them.
+        let (history, others) =
+            tokio::join!(write_staging(pool, &staging, &writes, true), write_staging(pool, &staging, &writes, false));
+        history?;
+        others?;
         events += batch.len() as u64;
         position = batch.last().map_or(position, |event| event.position);
         progress(position);
@@ -160,7 +167,26 @@ async fn build_and_swap(pool: &PgPool, batch_size: i64, progress: &mut impl FnMu
     for definition in &secondary_indexes {
         sqlx::query(definition).execute(pool).await.with_context(|| format!("create index: {definition}"))?;
     }
+    // Logged from here on, before the swap (which then only renames), so that the live models survive a crash.
+    for table in READ_MODEL_TABLES {
+        sqlx::query(&format!("ALTER TABLE {STAGING_SCHEMA}.{table} SET LOGGED"))
+            .execute(pool)
+            .await
+            .with_context(|| format!("make {STAGING_SCHEMA}.{table} logged"))?;
+    }
     swap(pool, batch_size, &staging, position, events).await
+}
+
+async fn write_staging(pool: &PgPool, staging: &str, writes: &batch::Writes, history: bool) -> anyhow::Result<()> {
+    let mut transaction = pool.begin().await?;
+    // A crash loses the staging tables only, which the next rebuild recreates: no need to wait for fsync.
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *transaction).await?;
+    if history {
+        read_models::write_history(&mut transaction, staging, writes).await?;
+    } else {
+        read_models::write_all_but_history(&mut transaction, staging, writes).await?;
+    }
+    transaction.commit().await.context("commit a rebuild batch")
 }
 
 async fn read_decoded(pool: &PgPool, after: i64, batch_size: i64) -> anyhow::Result<Vec<DecodedEvent>> {

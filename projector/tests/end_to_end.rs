@@ -155,3 +155,46 @@ async fn a_thousand_commands_through_command_service_and_nats_are_projected_equa
     commands.stop().await;
     projector.stop().await;
 }
+
+/// Projection lag through the whole pipeline (run with `--release -- --ignored --nocapture`): for each command,
+/// from its answer to the `projection_advanced` notification that covers its position. Prints, asserts nothing
+/// about time (SPEC §6: performance is measured by benchmarks, never by timed tests).
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "a measurement, not a test: cargo test --release -p projector --test end_to_end -- --ignored --nocapture"]
+async fn projection_lag(pool: PgPool) {
+    let prefix = unique_prefix();
+    let commands = CommandService::start(&pool, &prefix).await;
+    let projector = RunningProjector::start(&pool, config(&prefix, NATS_URL, &[])).await;
+    assert_eq!(commands.post("/v1/assets", json!({"code": "GOLD", "scale": 2})).await.0, 201);
+    let (_, wallet) = commands.post("/v1/wallets", json!({"owner_id": "lag", "asset": "GOLD"})).await;
+    let wallet = wallet["wallet_id"].as_str().unwrap().to_owned();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("projection_advanced").await.unwrap();
+    caught_up(&pool).await;
+
+    let mut lags = Vec::new();
+    for _ in 0..500 {
+        let (status, answer) = commands.post(&format!("/v1/wallets/{wallet}/topup"), json!({"amount": "1.00"})).await;
+        let answered = std::time::Instant::now();
+        assert_eq!(status, 201);
+        let position = answer["position"].as_i64().unwrap();
+        loop {
+            let notification = listener.recv().await.unwrap();
+            if notification.payload().parse::<i64>().unwrap() >= position {
+                break;
+            }
+        }
+        lags.push(answered.elapsed().as_secs_f64() * 1_000.0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    lags.sort_by(f64::total_cmp);
+    let percentile = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
+    println!(
+        "projection lag after the command's answer: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(0.5),
+        percentile(0.99),
+        lags[lags.len() - 1]
+    );
+    commands.stop().await;
+    projector.stop().await;
+}

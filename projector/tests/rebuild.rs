@@ -162,3 +162,46 @@ fn ledger_wallet(ledger: &Ledger) -> tally_shared::wallet::WalletId {
         })
         .unwrap()
 }
+
+/// Throughput of `rebuild` on 300,000 events (run with `--release -- --ignored --nocapture`); prints, asserts nothing
+/// about time (SPEC §6: performance is measured by benchmarks, never by timed tests).
+#[sqlx::test(migrations = "../migrations")]
+#[ignore = "a measurement, not a test: cargo test --release -p projector --test rebuild -- --ignored --nocapture"]
+async fn rebuild_throughput(pool: PgPool) {
+    let mut ledger = Ledger::new(&pool);
+    ledger.define_asset("GOLD", 2, None).await;
+    let mut wallets = Vec::new();
+    for index in 0..2_000 {
+        wallets.push(ledger.open_wallet(&format!("owner-{index}"), "GOLD").await);
+    }
+    let mut dice = Dice::new(7);
+    let mut commands = Vec::new();
+    for index in 0..100_000 {
+        let wallet = *dice.pick(&wallets);
+        commands.push(if index % 2 == 0 {
+            Ledger::move_command(tally_shared::transfer::TransferKind::Topup, wallet, "10.00")
+        } else {
+            tally_shared::ledger::Command::Transfer {
+                transfer_id: tally_shared::transfer::TransferId(uuid::Uuid::now_v7()),
+                from_wallet_id: wallet,
+                to_wallet_id: *dice.pick(&wallets),
+                amount: rust_decimal::Decimal::ONE,
+                fee: None,
+                reference: None,
+                metadata: serde_json::Value::Null,
+            }
+        });
+    }
+    let loaded = ledger.load_in_bulk(commands).await;
+    sqlx::query("VACUUM ANALYZE events").execute(&pool).await.unwrap();
+
+    // The binary, not the library: its multi-threaded runtime decodes the next batch while this one is written.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .args(["rebuild", "--database-url", &database_url(&pool)])
+        .output()
+        .await
+        .unwrap();
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    println!("{loaded} events bulk-loaded; {}", String::from_utf8_lossy(&output.stdout).trim());
+}

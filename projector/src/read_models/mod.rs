@@ -26,9 +26,19 @@ pub async fn load_prior(connection: &mut PgConnection, schema: &str, needs: &Nee
 
 /// Writes one batch. The caller owns the transaction (and the checkpoint written in it).
 pub async fn write(connection: &mut PgConnection, schema: &str, writes: &Writes) -> anyhow::Result<()> {
+    write_history(connection, schema, writes).await?;
+    write_all_but_history(connection, schema, writes).await
+}
+
+/// Writes `rm_wallet_history`, the largest model: `rebuild` writes it on a connection of its own, in parallel.
+pub async fn write_history(connection: &mut PgConnection, schema: &str, writes: &Writes) -> anyhow::Result<()> {
+    wallet_history::write(connection, schema, writes).await.context("write rm_wallet_history")
+}
+
+/// Writes every read model but `rm_wallet_history`.
+pub async fn write_all_but_history(connection: &mut PgConnection, schema: &str, writes: &Writes) -> anyhow::Result<()> {
     assets::write(connection, schema, writes).await.context("write rm_assets and rm_asset_volumes")?;
     wallets::write(connection, schema, writes).await.context("write rm_wallets")?;
-    wallet_history::write(connection, schema, writes).await.context("write rm_wallet_history")?;
     transfers::write(connection, schema, writes).await.context("write rm_transfers and rm_transfer_reversals")?;
     Ok(())
 }
