@@ -552,3 +552,161 @@ fn wallet_state<'a>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use tally_shared::asset::{AssetCode, DefineAsset, SystemWallets};
+    use tally_shared::envelope::{Change, EventMetadata};
+    use tally_shared::ledger::{decide, Command, World};
+    use tally_shared::money::Scale;
+    use tally_shared::transfer::{TransferId, TransferKind};
+    use tally_shared::wallet::WalletId;
+
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    /// Decides `commands` in order and numbers their events from position 1, as the store would.
+    fn events_of(commands: &[Command]) -> Vec<DecodedEvent> {
+        let mut world = World::default();
+        let mut versions: HashMap<String, i64> = HashMap::new();
+        let mut events = Vec::new();
+        for command in commands {
+            for Change { stream, event } in decide(&world, command).unwrap() {
+                world.apply(&Change { stream: stream.clone(), event: event.clone() });
+                let version = versions.entry(stream.to_string()).or_default();
+                *version += 1;
+                events.push(DecodedEvent {
+                    position: events.len() as i64 + 1,
+                    stream,
+                    version: *version,
+                    event,
+                    metadata: EventMetadata { idempotency_key: Some("key".to_owned()), ..EventMetadata::default() },
+                    recorded_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                });
+            }
+        }
+        events
+    }
+
+    fn gold_and_a_topup() -> Vec<Command> {
+        let system = SystemWallets { treasury: WalletId(id(1)), revenue: WalletId(id(2)), fees: WalletId(id(3)) };
+        vec![
+            Command::DefineAsset(DefineAsset {
+                code: AssetCode::parse("GOLD").unwrap(),
+                scale: Scale::new(2).unwrap(),
+                cash_in_fee: None,
+                system_wallets: system,
+            }),
+            Command::OpenWallet {
+                wallet_id: WalletId(id(10)),
+                owner_id: "alice".to_owned(),
+                asset: AssetCode::parse("GOLD").unwrap(),
+                overdraft_limit: None,
+                metadata: serde_json::Value::Null,
+            },
+            Command::Move {
+                transfer_id: TransferId(id(100)),
+                kind: TransferKind::Topup,
+                wallet_id: WalletId(id(10)),
+                amount: Decimal::from_str("5.5").unwrap(),
+                reference: Some("order-1".to_owned()),
+                metadata: serde_json::Value::Null,
+            },
+        ]
+    }
+
+    #[test]
+    fn negate_never_gives_negative_zero() {
+        assert_eq!(negate(Decimal::from_str("0.00").unwrap()).to_string(), "0.00");
+        assert_eq!(negate(Decimal::from_str("-3.10").unwrap()).to_string(), "3.10");
+    }
+
+    #[test]
+    fn a_whole_topup_folds_into_rows_with_the_asset_scale() {
+        let events = events_of(&gold_and_a_topup());
+
+        let writes = fold(&events, &Prior::default()).unwrap();
+
+        assert_eq!(writes.last_position, events.len() as i64);
+        let asset = &writes.new_assets[0];
+        assert_eq!((asset.supply.to_string(), asset.user_balance_total.to_string()), ("5.50".into(), "5.50".into()));
+        assert_eq!(asset.wallet_count, 1);
+        let transfer = &writes.new_transfers[0];
+        assert_eq!(transfer.idempotency_key.as_deref(), Some("key"));
+        assert_eq!(transfer.position, events.len() as i64, "the position of the command's last event");
+        let balances: Vec<(Uuid, &str)> =
+            transfer.balances.iter().map(|entry| (entry.wallet_id, entry.balance.as_str())).collect();
+        assert_eq!(balances, [(id(1), "-5.50"), (id(10), "5.50")], "in the order the transfer touched them");
+        assert_eq!(writes.history.len(), 2);
+        assert!(writes.history.iter().all(|row| row.reference.as_deref() == Some("order-1")));
+        assert_eq!(
+            writes.volumes,
+            [VolumeDelta {
+                asset: "GOLD".into(),
+                kind: "topup",
+                volume: Decimal::from_str("5.50").unwrap(),
+                transfer_count: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_command_cut_by_the_batch_limit_continues_from_what_is_known() {
+        let events = events_of(&gold_and_a_topup());
+        let (first, second) = events.split_at(events.len() - 1);
+        let whole = fold(&events, &Prior::default()).unwrap();
+        let prior = Prior {
+            wallets: HashMap::from([(
+                id(10),
+                PriorWallet {
+                    asset: "GOLD".into(),
+                    kind: "user".into(),
+                    status: "active".into(),
+                    balance: Decimal::from_str("0.00").unwrap(),
+                },
+            )]),
+            transfers: HashMap::from([(
+                id(100),
+                PriorTransfer {
+                    reference: Some("order-1".into()),
+                    balances: fold(first, &Prior::default()).unwrap().new_transfers[0].balances.clone(),
+                },
+            )]),
+        };
+        assert_eq!(needs(second), Needs { wallet_ids: vec![id(10)], transfer_ids: vec![id(100)] });
+
+        let rest = fold(second, &prior).unwrap();
+
+        assert_eq!(rest.history, whole.history[1..]);
+        assert_eq!(rest.transfer_updates[0].balances, whole.new_transfers[0].balances);
+        assert_eq!(rest.asset_updates[0].user_balance_delta.to_string(), "5.50");
+        assert_eq!(rest.wallet_updates[0].balance.to_string(), "5.50");
+    }
+
+    #[test]
+    fn a_posting_of_an_unknown_transfer_stops_the_fold() {
+        let events = events_of(&gold_and_a_topup());
+        let last = &events[events.len() - 1..];
+        let prior = Prior {
+            wallets: HashMap::from([(
+                id(10),
+                PriorWallet {
+                    asset: "GOLD".into(),
+                    kind: "user".into(),
+                    status: "active".into(),
+                    balance: Decimal::ZERO,
+                },
+            )]),
+            transfers: HashMap::new(),
+        };
+
+        let error = fold(last, &prior).unwrap_err();
+
+        assert_eq!(error, FoldError::UnknownTransfer { position: events.len() as i64, transfer_id: id(100) });
+    }
+}
