@@ -171,8 +171,9 @@ impl Projection {
         }
         let lock_options = (*self.pool.connect_options()).clone();
         let mut announced_standby = false;
+        let mut candidate = leader::Candidate::default();
         while !self.stopped() {
-            match leader::try_acquire(&lock_options).await {
+            match candidate.try_acquire(&lock_options).await {
                 Ok(Some(lock)) => {
                     tracing::info!("leadership acquired; applying the projection");
                     announced_standby = false;

@@ -52,7 +52,7 @@ impl Failpoints {
 /// The checkpoint row is locked first (`FOR UPDATE`) and compared with what this instance expects: an instance
 /// that lost its leadership without noticing, or whose log position a rebuild replaced, stops here instead of
 /// applying a batch twice. Every writer takes that row lock before touching a read model, so writers never deadlock.
-#[tracing::instrument(skip(pool, failpoints), err(Debug))]
+#[tracing::instrument(level = "debug", skip(pool, failpoints))]
 pub async fn apply_next_batch(
     pool: &PgPool,
     expected_checkpoint: i64,

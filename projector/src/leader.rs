@@ -13,19 +13,36 @@ pub struct LeaderLock {
     connection: PgConnection,
 }
 
-/// Takes the lock if nobody holds it (`pg_try_advisory_lock` never waits).
-pub async fn try_acquire(options: &PgConnectOptions) -> anyhow::Result<Option<LeaderLock>> {
-    let mut connection = options.connect().await.context("connect for the leadership lock")?;
-    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(PROJECTOR_LOCK_KEY)
-        .fetch_one(&mut connection)
-        .await
-        .context("try the leadership lock")?;
-    if !acquired {
-        connection.close().await.ok();
-        return Ok(None);
+/// A connection that asks for the lock, reused between attempts so that a standby does not reconnect every time.
+#[derive(Debug, Default)]
+pub struct Candidate {
+    connection: Option<PgConnection>,
+}
+
+impl Candidate {
+    /// Takes the lock if nobody holds it (`pg_try_advisory_lock` never waits). On success the candidate's
+    /// connection becomes the lock's; the next attempt connects anew.
+    pub async fn try_acquire(&mut self, options: &PgConnectOptions) -> anyhow::Result<Option<LeaderLock>> {
+        let mut connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => options.connect().await.context("connect for the leadership lock")?,
+        };
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PROJECTOR_LOCK_KEY)
+            .fetch_one(&mut connection)
+            .await
+            .context("try the leadership lock")?;
+        if !acquired {
+            self.connection = Some(connection);
+            return Ok(None);
+        }
+        Ok(Some(LeaderLock { connection }))
     }
-    Ok(Some(LeaderLock { connection }))
+}
+
+/// Takes the lock if nobody holds it, on a connection of its own.
+pub async fn try_acquire(options: &PgConnectOptions) -> anyhow::Result<Option<LeaderLock>> {
+    Candidate::default().try_acquire(options).await
 }
 
 impl LeaderLock {
