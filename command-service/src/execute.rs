@@ -30,8 +30,8 @@ use crate::notify::Notifier;
 
 /// Rounds of dependency loading at most: a wallet names its asset, the asset its system wallets.
 const DEPENDENCY_ROUNDS_MAX: usize = 4;
-/// Immutable stream facts cached for navigation at most, before the cache starts over.
-const FACTS_ENTRIES_MAX: usize = 200_000;
+/// Settled stream states (assets and wallets) cached for navigation at most, before the cache starts over.
+const FACTS_ENTRIES_MAX: usize = 100_000;
 /// Pause before retrying a failed batch, doubled on each retry.
 const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(5);
 
@@ -694,7 +694,12 @@ impl Appender {
         Ok((world, heads))
     }
 
+    /// Caches a settled state for navigation. Transfers are not cached: every money command makes one and
+    /// only a reversal ever navigates through it, so caching them would only grow the cache.
     fn remember(&mut self, stream: StreamId, state: StreamState) {
+        if matches!(state, StreamState::Transfer(_)) {
+            return;
+        }
         if self.facts.len() >= FACTS_ENTRIES_MAX {
             self.facts.clear();
         }
