@@ -1,60 +1,15 @@
-//! The edge around a toy router, in process: limits answer with their own problem codes, request ids are made,
-//! kept or replaced, and every log line of a request carries its request id in JSON logs.
+//! The edge around a toy router, in process: limits answer with their own problem codes, and request ids are
+//! made, kept or replaced. (JSON log lines are tested in `logs.rs`, a binary of their own.)
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use axum::response::Response;
-use axum::Router;
-use clap::Parser;
-use tally_edge::{Access, Authenticator, EdgeConfig, Principal, RouteSpec, Routes, Scope};
-use tower::ServiceExt;
-
-#[derive(Debug, clap::Parser)]
-struct Flags {
-    #[command(flatten)]
-    edge: EdgeConfig,
-}
-
-fn edge(arguments: &[&str]) -> EdgeConfig {
-    Flags::parse_from(std::iter::once("test").chain(arguments.iter().copied())).edge
-}
-
-async fn slow() -> &'static str {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    "slow"
-}
-
-async fn logged(principal: Principal) -> String {
-    tracing::info!("inside the handler");
-    principal.name
-}
-
-fn toy(arguments: &[&str]) -> Router {
-    let routes = Routes::new(Authenticator::open())
-        .route(RouteSpec::new(Method::GET, "/slow", Access::Open, &[]), slow)
-        .route(RouteSpec::new(Method::GET, "/logged", Access::Scope(Scope::Read), &[]), logged);
-    let (router, guard) = routes.into_parts();
-    tally_edge::wrap(router, guard, &edge(arguments))
-}
-
-async fn call(router: &Router, request: Request<Body>) -> Response {
-    router.clone().oneshot(request).await.unwrap()
-}
-
-async fn code(response: Response) -> String {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    problem["code"].as_str().unwrap().to_owned()
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
-}
+use support::{call, code, edge, get, toy};
 
 #[test]
 fn the_defaults_are_64_kib_bodies_and_a_10_s_timeout() {
@@ -115,45 +70,4 @@ async fn a_request_id_is_kept_made_or_replaced_and_always_echoed() {
         let id = answer.headers()["x-request-id"].to_str().unwrap();
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
     }
-}
-
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn every_json_log_line_of_a_request_carries_its_request_id_and_principal() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    let router = toy(&[]);
-
-    let request = Request::get("/logged").header("x-request-id", "trace-me").body(Body::empty()).unwrap();
-    assert_eq!(call(&router, request).await.status(), StatusCode::OK);
-
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-    assert!(lines.iter().any(|line| line["message"] == "inside the handler"), "{text}");
-    for line in &lines {
-        assert_eq!(line["span"]["request_id"], "trace-me", "{line}");
-    }
-    let inside = lines.iter().find(|line| line["message"] == "inside the handler").unwrap();
-    assert_eq!(inside["span"]["principal"], "anonymous", "{inside}");
 }
