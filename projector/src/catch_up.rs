@@ -74,7 +74,7 @@ pub async fn apply_next_batch(
         return Ok(BatchOutcome::CaughtUp);
     };
     let (new_checkpoint, last_recorded_at, count) = (last.position, last.recorded_at, rows.len());
-    let decoded = rows.iter().map(EventRow::decode).collect::<Result<Vec<_>, _>>()?;
+    let decoded = rows.into_iter().map(EventRow::into_decoded).collect::<Result<Vec<_>, _>>()?;
     let prior = read_models::load_prior(&mut transaction, "", &batch::needs(&decoded)).await?;
     let writes = batch::fold(&decoded, &prior)?;
     read_models::write(&mut transaction, "", &writes).await?;

@@ -42,7 +42,13 @@ pub enum DecodeError {
 }
 
 impl EventRow {
+    /// Reads the event back, keeping the row (for `verify`, which also hashes it).
     pub fn decode(&self) -> Result<DecodedEvent, DecodeError> {
+        self.clone().into_decoded()
+    }
+
+    /// Reads the event back, consuming the row: no copy of its JSON (the projector's hot path).
+    pub fn into_decoded(self) -> Result<DecodedEvent, DecodeError> {
         let stream: StreamId =
             self.stream_id.parse().map_err(|source| DecodeError::StreamId { position: self.position, source })?;
         let event =

@@ -182,7 +182,7 @@ async fn write_staging(pool: &PgPool, staging: &str, writes: &batch::Writes, his
     // A crash loses the staging tables only, which the next rebuild recreates: no need to wait for fsync.
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *transaction).await?;
     if history {
-        read_models::write_history(&mut transaction, staging, writes).await?;
+        read_models::copy_history(&mut transaction, staging, writes).await?;
     } else {
         read_models::write_all_but_history(&mut transaction, staging, writes).await?;
     }
@@ -193,7 +193,7 @@ async fn read_decoded(pool: &PgPool, after: i64, batch_size: i64) -> anyhow::Res
     let mut connection = pool.acquire().await?;
     let rows = events::read_after(&mut connection, after, batch_size).await?;
     drop(connection);
-    Ok(rows.iter().map(EventRow::decode).collect::<Result<Vec<_>, _>>()?)
+    Ok(rows.into_iter().map(EventRow::into_decoded).collect::<Result<Vec<_>, _>>()?)
 }
 
 async fn apply(connection: &mut PgConnection, schema_prefix: &str, batch: &[DecodedEvent]) -> anyhow::Result<()> {
@@ -268,7 +268,7 @@ async fn swap(
         let Some(last) = rows.last() else { break };
         position = last.position;
         events += rows.len() as u64;
-        let batch = rows.iter().map(EventRow::decode).collect::<Result<Vec<_>, _>>()?;
+        let batch = rows.into_iter().map(EventRow::into_decoded).collect::<Result<Vec<_>, _>>()?;
         apply(&mut transaction, staging, &batch).await?;
     }
     let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *transaction).await?;

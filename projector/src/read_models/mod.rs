@@ -35,6 +35,11 @@ pub async fn write_history(connection: &mut PgConnection, schema: &str, writes: 
     wallet_history::write(connection, schema, writes).await.context("write rm_wallet_history")
 }
 
+/// [`write_history`] through `COPY`, for bulk loads into tables nobody reads yet.
+pub async fn copy_history(connection: &mut PgConnection, schema: &str, writes: &Writes) -> anyhow::Result<()> {
+    wallet_history::copy(connection, schema, writes).await.context("copy rm_wallet_history")
+}
+
 /// Writes every read model but `rm_wallet_history`.
 pub async fn write_all_but_history(connection: &mut PgConnection, schema: &str, writes: &Writes) -> anyhow::Result<()> {
     assets::write(connection, schema, writes).await.context("write rm_assets and rm_asset_volumes")?;
