@@ -11,15 +11,28 @@ pub const POLL_INTERVAL_MS_MAX: u64 = 1_000;
 /// Events per batch at most: bounds the memory of one batch and the length of its transaction.
 pub const BATCH_SIZE_MAX_LIMIT: i64 = 50_000;
 
-/// Tally's projector: keeps the read models an exact replay of the event store.
+/// Tally's projector: keeps the read models an exact replay of the event store (`projector` alone means
+/// `projector run`).
 #[derive(Debug, Parser)]
-#[command(name = "projector", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(name = "projector", version)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
-    /// `projector` alone means `projector run`.
-    #[command(flatten)]
-    pub run: Config,
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses `arguments`, reading them as `run`'s when they name no subcommand (`projector`, or
+    /// `projector --listen-addr …`), so that the long-running mode needs no word of its own.
+    pub fn parse_defaulting_to_run<I: IntoIterator<Item = std::ffi::OsString>>(arguments: I) -> Cli {
+        let mut arguments: Vec<std::ffi::OsString> = arguments.into_iter().collect();
+        let first = arguments.get(1).and_then(|argument| argument.to_str()).unwrap_or_default();
+        let names_a_subcommand =
+            ["run", "rebuild", "verify", "help", "-h", "--help", "-V", "--version"].contains(&first);
+        if !names_a_subcommand {
+            arguments.insert(1.min(arguments.len()), "run".into());
+        }
+        Cli::parse_from(arguments)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,4 +134,34 @@ pub struct VerifyConfig {
     /// `json` for one JSON object per log line, anything else for human-readable lines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(arguments: &[&str]) -> Command {
+        Cli::parse_defaulting_to_run(arguments.iter().map(std::ffi::OsString::from)).command
+    }
+
+    #[test]
+    fn flags_without_a_subcommand_mean_run() {
+        let Command::Run(config) = parse(&["projector", "--database-url", "postgres://x", "--batch-size-max", "7"])
+        else {
+            panic!("not run")
+        };
+        assert_eq!((config.database_url.as_str(), config.batch_size_max), ("postgres://x", 7));
+    }
+
+    #[test]
+    fn subcommands_take_their_own_flags() {
+        assert!(matches!(parse(&["projector", "verify", "--database-url", "postgres://x"]), Command::Verify(_)));
+        assert!(matches!(parse(&["projector", "rebuild", "--database-url", "postgres://x"]), Command::Rebuild(_)));
+    }
+
+    #[test]
+    fn the_poll_interval_is_at_most_a_second() {
+        let too_slow = ["projector", "run", "--database-url", "x", "--poll-interval-ms", "1001"];
+        assert!(Cli::try_parse_from(too_slow).is_err());
+    }
 }

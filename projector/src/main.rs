@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use projector::{app, rebuild, telemetry, verify, App, Cli, Command};
 
 /// The fold allocates many small rows per event; mimalloc roughly halves what the system allocator costs there.
@@ -11,8 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    let command = Cli::parse_defaulting_to_run(std::env::args_os()).command;
     let log_format = match &command {
         Command::Run(config) => config.log_format.clone(),
         Command::Rebuild(config) => config.log_format.clone(),

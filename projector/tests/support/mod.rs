@@ -96,7 +96,7 @@ pub fn config(prefix: &str, nats_url: &str, extra: &[&str]) -> Config {
     }
     args.extend_from_slice(extra);
     match Cli::parse_from(args).command {
-        Some(ProjectorCommand::Run(config)) => config,
+        ProjectorCommand::Run(config) => config,
         other => panic!("not a run command: {other:?}"),
     }
 }
