@@ -13,9 +13,16 @@ pub struct Projector {
 impl Projector {
     /// Applies the log to the read models, woken by notifications under `prefix` and by its poll.
     pub async fn spawn(pool: PgPool, prefix: &str) -> Projector {
-        let cli =
-            projector::Cli::parse_from(["projector", "--listen-addr", "127.0.0.1:0", "--nats-subject-prefix", prefix]);
-        let app = projector::App::build(cli.run, pool).await.expect("the projector starts");
+        let cli = projector::Cli::parse_from([
+            "projector",
+            "run",
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--nats-subject-prefix",
+            prefix,
+        ]);
+        let projector::Command::Run(config) = cli.command else { unreachable!("parsed as run") };
+        let app = projector::App::build(config, pool).await.expect("the projector starts");
         let (stop, stopped) = oneshot::channel();
         let ran = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
