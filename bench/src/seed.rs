@@ -16,7 +16,7 @@ use command_service::event_store::APPEND_LOCK_KEY;
 use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
-use tally_shared::envelope::{self, EventMetadata, HashedFields, StreamId, GENESIS_HASH};
+use tally_shared::envelope::{self, EventMetadata, SealedEvent, StreamId, GENESIS_HASH};
 use tally_shared::ledger::{self, Command, Dependency, World};
 use tally_shared::transfer::{TransferId, TransferKind};
 use tally_shared::wallet::WalletId;
@@ -208,21 +208,9 @@ fn decide_chunk(
         for change in &changes {
             world.apply(change);
             let head = heads.entry(change.stream.clone()).or_insert(Head { version: 0, last_hash: GENESIS_HASH });
-            let (event_type, data) = change.event.to_stored();
-            let stream_id = change.stream.to_string();
-            let event_id = Uuid::now_v7();
+            let sealed = change.seal(head.version, &head.last_hash, Uuid::now_v7(), &metadata, recorded_at);
+            let SealedEvent { stream_id, version, event_id, event_type, data, hash } = sealed;
             first_event_id.get_or_insert(event_id);
-            let version = head.version + 1;
-            let hash = HashedFields {
-                stream_id: &stream_id,
-                version,
-                event_id,
-                event_type: &event_type,
-                data: &data,
-                metadata: &metadata,
-                recorded_at,
-            }
-            .chain_hash(&head.last_hash);
             *head = Head { version, last_hash: hash };
             last_row_of.insert(change.stream.clone(), event_count);
             csv_text(&mut events_csv, &stream_id);

@@ -18,7 +18,7 @@ use tally_shared::api::{
     AssetDefinedView, BalanceView, FeePolicyView, LegView, Problem, ProblemCode, TransferView, WalletView,
 };
 use tally_shared::asset::{Asset, AssetCode};
-use tally_shared::envelope::{self, Change, Event, EventMetadata, HashedFields, StreamId};
+use tally_shared::envelope::{self, Change, Event, EventMetadata, StreamId};
 use tally_shared::ledger::{self, Command, Dependency, World};
 use tally_shared::transfer::{Transfer, TransferEvent};
 use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
@@ -471,32 +471,24 @@ impl Appender {
                     for change in &changes {
                         world.apply(change);
                         let head = heads.entry(change.stream.clone()).or_insert(StreamHead::EMPTY);
-                        let (event_type, data) = change.event.to_stored();
-                        let stream_id = change.stream.to_string();
-                        let event_id = Uuid::now_v7();
-                        let version = head.version + 1;
-                        let hash = HashedFields {
-                            stream_id: &stream_id,
-                            version,
-                            event_id,
-                            event_type: &event_type,
-                            data: &data,
-                            metadata: &metadata,
+                        let sealed = change.seal(head.version, &head.last_hash, Uuid::now_v7(), &metadata, recorded_at);
+                        *head = StreamHead {
+                            version: sealed.version,
+                            position: head.position,
+                            last_hash: sealed.hash,
                             recorded_at,
-                        }
-                        .chain_hash(&head.last_hash);
-                        *head = StreamHead { version, position: head.position, last_hash: hash, recorded_at };
+                        };
                         last_event_of.insert(change.stream.clone(), events.len());
                         touched.insert(change.stream.clone());
                         events.push(NewEvent {
-                            stream_id,
-                            version,
-                            event_id,
-                            event_type,
-                            data,
+                            stream_id: sealed.stream_id,
+                            version: sealed.version,
+                            event_id: sealed.event_id,
+                            event_type: sealed.event_type,
+                            data: sealed.data,
                             metadata: metadata.clone(),
                             recorded_at,
-                            hash,
+                            hash: sealed.hash,
                         });
                     }
                     let (status, draft, position_of) = answer(&request.command, &changes, &world, &heads, recorded_at);

@@ -166,6 +166,45 @@ impl HashedFields<'_> {
     }
 }
 
+/// A change made ready to store: its stream's next version and the hash chaining it to the previous event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedEvent {
+    pub stream_id: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub hash: [u8; 32],
+}
+
+impl Change {
+    /// Seals this change as the event after `(previous_version, previous_hash)` of its stream. Every writer of
+    /// the log goes through here, so what is hashed is what `verify` recomputes.
+    pub fn seal(
+        &self,
+        previous_version: i64,
+        previous_hash: &[u8; 32],
+        event_id: Uuid,
+        metadata: &serde_json::Value,
+        recorded_at: DateTime<Utc>,
+    ) -> SealedEvent {
+        let (event_type, data) = self.event.to_stored();
+        let stream_id = self.stream.to_string();
+        let version = previous_version + 1;
+        let hash = HashedFields {
+            stream_id: &stream_id,
+            version,
+            event_id,
+            event_type: &event_type,
+            data: &data,
+            metadata,
+            recorded_at,
+        }
+        .chain_hash(previous_hash);
+        SealedEvent { stream_id, version, event_id, event_type, data, hash }
+    }
+}
+
 /// Timestamps are stored to the microsecond (Postgres' precision); hash and store the same instant.
 pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(time.timestamp_micros()).expect("a current time is in range")
