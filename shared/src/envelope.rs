@@ -143,18 +143,26 @@ pub struct HashedFields<'a> {
 
 impl HashedFields<'_> {
     /// The bytes the hash covers: canonical JSON of the event's fields (the global position is not
-    /// covered, because the store assigns it at insert; the per-stream version is).
+    /// covered, because the store assigns it at insert; the per-stream version is). Written field by field
+    /// in key order, as `canonical_json` of the whole document would write it, without copying the data.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let document = serde_json::json!({
-            "stream_id": self.stream_id,
-            "version": self.version,
-            "event_id": self.event_id,
-            "type": self.event_type,
-            "data": self.data,
-            "metadata": self.metadata,
-            "recorded_at": canonical_time(self.recorded_at),
-        });
-        canonical_json(&document).into_bytes()
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"data\":");
+        write_canonical(self.data, &mut out);
+        out.extend_from_slice(b",\"event_id\":\"");
+        out.extend_from_slice(self.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+        out.extend_from_slice(b"\",\"metadata\":");
+        write_canonical(self.metadata, &mut out);
+        out.extend_from_slice(b",\"recorded_at\":");
+        write_string(&canonical_time(self.recorded_at), &mut out);
+        out.extend_from_slice(b",\"stream_id\":");
+        write_string(self.stream_id, &mut out);
+        out.extend_from_slice(b",\"type\":");
+        write_string(self.event_type, &mut out);
+        out.extend_from_slice(b",\"version\":");
+        out.extend_from_slice(self.version.to_string().as_bytes());
+        out.push(b'}');
+        out
     }
 
     /// SHA-256 over the previous event's hash and this event's canonical bytes.
@@ -217,40 +225,77 @@ pub fn canonical_time(time: DateTime<Utc>) -> String {
 /// JSON with object keys sorted, no white space, and numbers written the way Postgres' `jsonb` keeps them
 /// (exponents expanded, no negative zero), so that what is read back from `jsonb` hashes the same.
 pub fn canonical_json(value: &serde_json::Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(value, &mut out);
-    out
+    String::from_utf8(out).expect("canonical JSON is written from strings")
 }
 
-fn write_canonical(value: &serde_json::Value, out: &mut String) {
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
     match value {
         serde_json::Value::Object(fields) => {
-            let mut keys: Vec<&String> = fields.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (index, key) in keys.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(key).expect("strings serialize"));
-                out.push(':');
-                write_canonical(&fields[key], out);
+            out.push(b'{');
+            // serde_json keeps object keys sorted unless its `preserve_order` feature is on.
+            if fields.keys().is_sorted() {
+                write_fields(fields.iter(), out);
+            } else {
+                let mut sorted: Vec<(&String, &serde_json::Value)> = fields.iter().collect();
+                sorted.sort_by_key(|(key, _)| *key);
+                write_fields(sorted.into_iter(), out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         serde_json::Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        serde_json::Value::Number(number) => out.push_str(&normalize_number(&number.to_string())),
-        other => out.push_str(&serde_json::to_string(other).expect("scalars serialize")),
+        serde_json::Value::Number(number) => {
+            let text = number.to_string();
+            if is_normal_number(&text) {
+                out.extend_from_slice(text.as_bytes());
+            } else {
+                out.extend_from_slice(normalize_number(&text).as_bytes());
+            }
+        }
+        serde_json::Value::String(text) => write_string(text, out),
+        serde_json::Value::Bool(true) => out.extend_from_slice(b"true"),
+        serde_json::Value::Bool(false) => out.extend_from_slice(b"false"),
+        serde_json::Value::Null => out.extend_from_slice(b"null"),
     }
+}
+
+fn write_fields<'a>(fields: impl Iterator<Item = (&'a String, &'a serde_json::Value)>, out: &mut Vec<u8>) {
+    for (index, (key, value)) in fields.enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, text).expect("writing to a Vec cannot fail");
+}
+
+/// Whether a number's text is already as [`normalize_number`] would write it: no exponent, no leading
+/// zero before other digits, not a negative zero. Most numbers are, and are then written as they are.
+fn is_normal_number(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    if unsigned.is_empty() || unsigned.bytes().any(|byte| !(byte.is_ascii_digit() || byte == b'.')) {
+        return false;
+    }
+    let whole = unsigned.split_once('.').map_or(unsigned, |(whole, _)| whole);
+    let leading_zero = whole.len() > 1 && whole.starts_with('0');
+    let negative_zero = text.starts_with('-') && unsigned.bytes().all(|byte| byte == b'0' || byte == b'.');
+    !whole.is_empty() && !leading_zero && !negative_zero
 }
 
 /// A JSON number's text as Postgres `numeric` prints it: `1e2` → `100`, `1.5E-3` → `0.0015`, `-0.0` → `0.0`.
@@ -351,5 +396,106 @@ mod tests {
         let tampered_data = serde_json::json!({"amount": "100.00"});
         assert_ne!(honest, HashedFields { data: &tampered_data, ..fields }.chain_hash(&GENESIS_HASH));
         assert_ne!(honest, fields.chain_hash(&[1; 32]));
+    }
+
+    /// The canonical form as first written: build the whole document, sort every object's keys, normalize
+    /// every number. The faster writer must produce exactly these bytes, or stored hash chains break.
+    fn reference_canonical(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::Object(fields) => {
+                let mut keys: Vec<&String> = fields.keys().collect();
+                keys.sort();
+                let inner: Vec<String> = keys
+                    .into_iter()
+                    .map(|key| format!("{}:{}", serde_json::to_string(key).unwrap(), reference_canonical(&fields[key])))
+                    .collect();
+                format!("{{{}}}", inner.join(","))
+            }
+            serde_json::Value::Array(items) => {
+                format!("[{}]", items.iter().map(reference_canonical).collect::<Vec<_>>().join(","))
+            }
+            serde_json::Value::Number(number) => normalize_number(&number.to_string()),
+            other => serde_json::to_string(other).unwrap(),
+        }
+    }
+
+    fn json_number() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        (
+            proptest::option::of(Just("-")),
+            prop_oneof![Just("0".to_owned()), "[1-9][0-9]{0,20}"],
+            proptest::option::of("[0-9]{1,6}"),
+            proptest::option::of(("[eE]", proptest::option::of(prop_oneof![Just("+"), Just("-")]), "[0-9]{1,2}")),
+        )
+            .prop_map(|(sign, whole, fraction, exponent)| {
+                let mut text = format!("{}{whole}", sign.unwrap_or(""));
+                if let Some(fraction) = fraction {
+                    text.push('.');
+                    text.push_str(&fraction);
+                }
+                if let Some((mark, exponent_sign, digits)) = exponent {
+                    text.push_str(&format!("{mark}{}{digits}", exponent_sign.unwrap_or("")));
+                }
+                text
+            })
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<String>().prop_map(serde_json::Value::String),
+            json_number().prop_map(|text| serde_json::from_str(&text).unwrap()),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|fields| serde_json::Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    use proptest::prelude::any;
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_json_writes_what_the_reference_writes(value in json_value()) {
+            proptest::prop_assert_eq!(canonical_json(&value), reference_canonical(&value));
+        }
+
+        #[test]
+        fn hashed_fields_write_the_canonical_document(
+            data in json_value(),
+            metadata in json_value(),
+            stream_id in any::<String>(),
+            event_type in any::<String>(),
+            version in 0..i64::MAX,
+            micros in 0..4_102_444_800_000_000_i64,
+            event_id in any::<u128>(),
+        ) {
+            let recorded_at = DateTime::from_timestamp_micros(micros).unwrap();
+            let event_id = Uuid::from_u128(event_id);
+            let fields = HashedFields {
+                stream_id: &stream_id,
+                version,
+                event_id,
+                event_type: &event_type,
+                data: &data,
+                metadata: &metadata,
+                recorded_at,
+            };
+            let document = serde_json::json!({
+                "stream_id": stream_id,
+                "version": version,
+                "event_id": event_id,
+                "type": event_type,
+                "data": data,
+                "metadata": metadata,
+                "recorded_at": canonical_time(recorded_at),
+            });
+            proptest::prop_assert_eq!(fields.canonical_bytes(), reference_canonical(&document).into_bytes());
+        }
     }
 }
