@@ -35,6 +35,11 @@ pub struct Config {
     #[arg(long, env = "IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
     pub idle_in_transaction_timeout_ms: u64,
 
+    /// Appender tasks: batches decided and committed at once. With two, one batch is decided while the
+    /// previous one waits for its commit; more help only when Postgres has cores to spare.
+    #[arg(long, env = "APPENDERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub appenders: u16,
+
     /// Commands decided and appended in one transaction at most (group commit).
     #[arg(long, env = "BATCH_SIZE_MAX", default_value_t = 512)]
     pub batch_size_max: usize,

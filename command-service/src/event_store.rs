@@ -1,7 +1,7 @@
 //! The Postgres event store: stream snapshots, the append itself, idempotency records and owner uniqueness.
 //! Every function here runs inside the caller's transaction; none commits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -84,42 +84,6 @@ pub async fn load_owners(
     .await
     .context("load wallet owners")?;
     Ok(rows.into_iter().map(|(owner, asset, wallet)| ((owner, asset), wallet)).collect())
-}
-
-/// An idempotency key a command claims, with the fingerprint of its request.
-#[derive(Debug, Clone)]
-pub struct Claim {
-    pub principal: String,
-    pub idempotency_key: String,
-    pub fingerprint: [u8; 32],
-}
-
-/// Claims keys by inserting placeholder records. A key another transaction holds makes this wait for
-/// that transaction: if it commits, the key is not claimed here and its stored answer is replayed
-/// (see [`stored_responses`]); if it rolls back, the key is claimed here. Returns the claimed keys.
-pub async fn claim_keys(
-    connection: &mut PgConnection,
-    claims: &[Claim],
-    now: DateTime<Utc>,
-) -> anyhow::Result<HashSet<(String, String)>> {
-    let principals: Vec<&str> = claims.iter().map(|claim| claim.principal.as_str()).collect();
-    let keys: Vec<&str> = claims.iter().map(|claim| claim.idempotency_key.as_str()).collect();
-    let fingerprints: Vec<&[u8]> = claims.iter().map(|claim| claim.fingerprint.as_slice()).collect();
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, created_at)
-         SELECT principal, idempotency_key, fingerprint, 0, 'null'::jsonb, $4
-         FROM unnest($1::text[], $2::text[], $3::bytea[]) AS c(principal, idempotency_key, fingerprint)
-         ON CONFLICT (principal, idempotency_key) DO NOTHING
-         RETURNING principal, idempotency_key",
-    )
-    .bind(&principals)
-    .bind(&keys)
-    .bind(&fingerprints)
-    .bind(now)
-    .fetch_all(&mut *connection)
-    .await
-    .context("claim idempotency keys")?;
-    Ok(rows.into_iter().collect())
 }
 
 /// A completed command's record.
@@ -237,33 +201,42 @@ pub async fn save_snapshots(
     Ok(())
 }
 
-/// The answer to store under a claimed key.
+/// A decided command's answer, stored under its idempotency key.
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub principal: String,
     pub idempotency_key: String,
+    pub fingerprint: [u8; 32],
     pub status: u16,
     pub body: serde_json::Value,
     pub position: Option<i64>,
 }
 
-pub async fn complete_keys(connection: &mut PgConnection, completions: &[Completion]) -> anyhow::Result<()> {
+/// Stores the answers of decided commands. A key another transaction stored meanwhile (another process
+/// took the same key at the same moment) fails the primary key: the batch is retried, and then replays
+/// that answer. A transaction still holding such a key makes this wait for its outcome.
+pub async fn store_answers(
+    connection: &mut PgConnection,
+    completions: &[Completion],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     let principals: Vec<&str> = completions.iter().map(|completion| completion.principal.as_str()).collect();
     let keys: Vec<&str> = completions.iter().map(|completion| completion.idempotency_key.as_str()).collect();
+    let fingerprints: Vec<&[u8]> = completions.iter().map(|completion| completion.fingerprint.as_slice()).collect();
     let statuses: Vec<i16> = completions.iter().map(|completion| completion.status as i16).collect();
     let bodies: Vec<Json<&serde_json::Value>> = completions.iter().map(|completion| Json(&completion.body)).collect();
     let positions: Vec<Option<i64>> = completions.iter().map(|completion| completion.position).collect();
     sqlx::query(
-        "UPDATE idempotency_keys k SET status = c.status, response = c.response, position = c.position
-         FROM unnest($1::text[], $2::text[], $3::smallint[], $4::jsonb[], $5::bigint[])
-             AS c(principal, idempotency_key, status, response, position)
-         WHERE k.principal = c.principal AND k.idempotency_key = c.idempotency_key",
+        "INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, position, created_at)
+         SELECT c.*, $7 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::smallint[], $5::jsonb[], $6::bigint[]) AS c",
     )
     .bind(&principals)
     .bind(&keys)
+    .bind(&fingerprints)
     .bind(&statuses)
     .bind(&bodies)
     .bind(&positions)
+    .bind(now)
     .execute(&mut *connection)
     .await
     .context("store idempotent responses")?;
@@ -292,7 +265,7 @@ pub async fn insert_owners(connection: &mut PgConnection, owners: &[(String, Str
 pub async fn expire_keys(pool: &sqlx::PgPool, older_than: DateTime<Utc>, batch_size_max: i64) -> anyhow::Result<u64> {
     let result = sqlx::query(
         "DELETE FROM idempotency_keys WHERE ctid IN (
-             SELECT ctid FROM idempotency_keys WHERE created_at < $1 AND status <> 0 LIMIT $2)",
+             SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
     )
     .bind(older_than)
     .bind(batch_size_max)

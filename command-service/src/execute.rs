@@ -1,14 +1,19 @@
 //! Where IO meets the domain: load → decide → append → notify, for batches of concurrent commands.
 //!
-//! Every command goes through one queue to one appender task per process. The appender takes what has
-//! queued up (at most `batch_size_max`), decides the commands in order against the streams' current
-//! states — so many commands on one hot wallet are decided one after another against the state the
-//! previous one left — and appends all their events, snapshots and idempotency records in one
-//! transaction: one fsync for the whole batch (group commit). Each command keeps its own outcome:
+//! Every command goes through one queue to a few appender tasks per process (`appenders`). An appender
+//! takes what has queued up (at most `batch_size_max`), decides the commands in order against the
+//! streams' current states — so many commands on one hot wallet are decided one after another against
+//! the state the previous one left — and appends all their events, snapshots and idempotency records in
+//! one transaction: one fsync for the whole batch (group commit). Each command keeps its own outcome:
 //! a rejected command writes nothing but its idempotency record.
+//!
+//! Appenders overlap: while one waits for its commit, the next decides its batch. They need nothing from
+//! each other to be correct, as two processes need nothing: a stream's row lock makes a batch that
+//! touches the streams of another wait for its commit and then read what it left, and the append lock
+//! orders their positions.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +30,7 @@ use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::event_store::{self, Claim, Completion, NewEvent, Snapshot, StreamHead};
+use crate::event_store::{self, Completion, NewEvent, Snapshot, StreamHead};
 use crate::notify::Notifier;
 
 /// Rounds of dependency loading at most: a wallet names its asset, the asset its system wallets.
@@ -89,6 +94,8 @@ struct InFlight {
 /// Tunables of the executor, from [`crate::Config`].
 #[derive(Debug, Clone)]
 pub struct ExecutorLimits {
+    /// Appender tasks, each with a batch (and a database connection) of its own.
+    pub appenders: usize,
     pub batch_size_max: usize,
     pub queue_depth_max: usize,
     pub append_retries_max: u32,
@@ -104,17 +111,31 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Starts the appender task; it stops when every `Executor` clone is dropped and the queue is drained.
+    /// Starts the appender tasks; they stop when every `Executor` clone is dropped and the queue is drained.
+    /// The returned task ends when all of them have.
     pub fn start(pool: PgPool, notifier: Notifier, limits: ExecutorLimits) -> (Executor, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(limits.queue_depth_max);
-        let appender = Appender {
-            pool,
-            notifier,
-            batch_size_max: limits.batch_size_max,
-            append_retries_max: limits.append_retries_max,
-            facts: HashMap::new(),
-        };
-        let task = tokio::spawn(appender.run(receiver));
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let facts = Arc::new(Mutex::new(HashMap::new()));
+        let appenders: Vec<_> = (0..limits.appenders.max(1))
+            .map(|_| {
+                let appender = Appender {
+                    pool: pool.clone(),
+                    notifier: notifier.clone(),
+                    batch_size_max: limits.batch_size_max,
+                    append_retries_max: limits.append_retries_max,
+                    facts: facts.clone(),
+                };
+                tokio::spawn(appender.run(receiver.clone()))
+            })
+            .collect();
+        let task = tokio::spawn(async move {
+            for appender in appenders {
+                if let Err(error) = appender.await {
+                    tracing::error!(%error, "an appender task failed");
+                }
+            }
+        });
         let executor = Executor {
             queue,
             in_flight: Arc::new(Mutex::new(HashMap::new())),
@@ -254,13 +275,16 @@ enum Decision {
     Decided { status: u16, draft: serde_json::Value, events: std::ops::Range<usize>, position_of: Option<StreamId> },
 }
 
+/// Settled states of streams, for finding a command's dependencies without a query; shared by the appenders.
+/// Never used to decide.
+type Facts = Arc<Mutex<HashMap<StreamId, StreamState>>>;
+
 struct Appender {
     pool: PgPool,
     notifier: Notifier,
     batch_size_max: usize,
     append_retries_max: u32,
-    /// Settled states of streams, for finding a command's dependencies without a query. Never used to decide.
-    facts: HashMap<StreamId, StreamState>,
+    facts: Facts,
 }
 
 /// Why an attempt failed, and whether trying again may succeed.
@@ -307,15 +331,21 @@ fn is_transient(error: &sqlx::Error) -> bool {
 }
 
 impl Appender {
-    async fn run(mut self, mut queue: mpsc::Receiver<Submission>) {
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < self.batch_size_max {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+    /// Takes a batch whenever it is free (what has queued up, at most `batch_size_max`) and processes it.
+    async fn run(mut self, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Submission>>>) {
+        loop {
+            let batch = {
+                let mut queue = queue.lock().await;
+                let Some(first) = queue.recv().await else { break };
+                let mut batch = vec![first];
+                while batch.len() < self.batch_size_max {
+                    match queue.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
                 }
-            }
+                batch
+            };
             metrics::histogram!("tally_batch_size").record(batch.len() as f64);
             self.process(batch).await;
         }
@@ -380,34 +410,20 @@ impl Appender {
         }
     }
 
-    /// One transaction: claim keys, load and lock streams, decide in order, append, store answers.
+    /// One transaction: read stored answers, load and lock streams, decide in order, append, store answers.
     /// Returns each command's outcome and the new head position, if anything was appended.
     async fn attempt(&mut self, requests: &[&CommandRequest]) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
         let now = envelope::truncate_to_micros(Utc::now());
         let mut transaction = self.pool.begin().await?;
 
-        // 1. Claim the idempotency keys; answer the ones already completed elsewhere.
-        let claims: Vec<Claim> = requests
-            .iter()
-            .map(|request| Claim {
-                principal: request.principal.clone(),
-                idempotency_key: request.idempotency_key.clone(),
-                fingerprint: request.fingerprint,
-            })
-            .collect();
-        let claimed = event_store::claim_keys(&mut transaction, &claims, now).await?;
-        let unclaimed: Vec<KeyId> =
-            requests.iter().map(|request| key_of(request)).filter(|key| !claimed.contains(key)).collect();
-        let stored = if unclaimed.is_empty() {
-            HashMap::new()
-        } else {
-            event_store::stored_responses(&mut transaction, &unclaimed).await?
-        };
+        // 1. Answer the keys already used (by an earlier request, or by another process); decide the rest.
+        let keys: Vec<KeyId> = requests.iter().map(|request| key_of(request)).collect();
+        let stored = event_store::stored_responses(&mut transaction, &keys).await?;
 
-        // 2. Load and lock everything the claimed commands depend on.
+        // 2. Load and lock everything the commands to decide depend on.
         let commands: Vec<&Command> = requests
             .iter()
-            .filter(|request| claimed.contains(&key_of(request)))
+            .filter(|request| !stored.contains_key(&key_of(request)))
             .map(|request| &request.command)
             .collect();
         let mut learned: Vec<(StreamId, StreamState)> = Vec::new();
@@ -429,20 +445,12 @@ impl Appender {
                 continue;
             }
             first_of_key.insert(key.clone(), index);
-            if !claimed.contains(&key) {
-                decisions.push(Decision::Answered(match stored.get(&key) {
-                    Some(record) if record.fingerprint != request.fingerprint => reused_key(),
-                    Some(record) if record.status != 0 => {
-                        metrics::counter!("tally_idempotent_replays_total").increment(1);
-                        Outcome { status: record.status, body: record.body.clone(), replayed: true }
-                    }
-                    // Claimed by a transaction that has not finished: only possible across processes.
-                    _ => {
-                        return Err(AttemptError::Retryable {
-                            conflict: false,
-                            cause: anyhow::anyhow!("key in flight elsewhere"),
-                        })
-                    }
+            if let Some(record) = stored.get(&key) {
+                decisions.push(Decision::Answered(if record.fingerprint != request.fingerprint {
+                    reused_key()
+                } else {
+                    metrics::counter!("tally_idempotent_replays_total").increment(1);
+                    Outcome { status: record.status, body: record.body.clone(), replayed: true }
                 }));
                 continue;
             }
@@ -561,6 +569,7 @@ impl Appender {
                     completions.push(Completion {
                         principal: request.principal.clone(),
                         idempotency_key: request.idempotency_key.clone(),
+                        fingerprint: request.fingerprint,
                         status,
                         body: draft.clone(),
                         position,
@@ -570,7 +579,7 @@ impl Appender {
             }
         }
         if !completions.is_empty() {
-            event_store::complete_keys(&mut transaction, &completions).await?;
+            event_store::store_answers(&mut transaction, &completions, now).await?;
         }
         transaction.commit().await?;
         for (stream, state) in learned {
@@ -612,9 +621,10 @@ impl Appender {
                         }
                         Dependency::Stream(stream) => {
                             wanted.insert(stream.clone());
-                            match self.facts.get(&stream) {
+                            let known = self.facts.lock().unwrap_or_else(PoisonError::into_inner).get(&stream).cloned();
+                            match known {
                                 Some(state) => {
-                                    state.clone().put(&mut navigation, &stream);
+                                    state.put(&mut navigation, &stream);
                                     grew = true;
                                 }
                                 None => misses.push(stream),
@@ -677,7 +687,7 @@ impl Appender {
         // A stream created between the plain read and the locked one can name dependencies not loaded yet;
         // such a command is retried rather than decided on a partial world.
         if commands.iter().any(|command| !ledger::dependencies(&world, command).is_empty()) {
-            self.facts.clear();
+            self.facts.lock().unwrap_or_else(PoisonError::into_inner).clear();
             return Err(AttemptError::Retryable {
                 conflict: true,
                 cause: anyhow::anyhow!("dependencies moved while loading"),
@@ -692,10 +702,11 @@ impl Appender {
         if matches!(state, StreamState::Transfer(_)) {
             return;
         }
-        if self.facts.len() >= FACTS_ENTRIES_MAX {
-            self.facts.clear();
+        let mut facts = self.facts.lock().unwrap_or_else(PoisonError::into_inner);
+        if facts.len() >= FACTS_ENTRIES_MAX {
+            facts.clear();
         }
-        self.facts.insert(stream, state);
+        facts.insert(stream, state);
     }
 }
 

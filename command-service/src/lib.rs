@@ -70,6 +70,7 @@ impl App {
             Duration::from_millis(config.publish_timeout_ms),
         );
         let limits = ExecutorLimits {
+            appenders: usize::from(config.appenders),
             batch_size_max: config.batch_size_max,
             queue_depth_max: config.queue_depth_max,
             append_retries_max: config.append_retries_max,

@@ -147,6 +147,44 @@ async fn twenty_concurrent_requests_with_one_key_have_one_effect(pool: PgPool) {
     app.stop().await;
 }
 
+/// Keys each sent at once to two instances on one database: no in-process deduplication helps there, so
+/// only the database's primary key on stored answers keeps one effect per key.
+const SHARED_KEYS: usize = 40;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn one_key_sent_to_two_instances_at_once_has_one_effect(pool: PgPool) {
+    let first = TestApp::spawn(pool.clone()).await;
+    let second = TestApp::spawn(pool).await;
+    first.define_asset("GOLD", 0, None).await;
+    let wallet = first.open_wallet("alice", "GOLD").await;
+    let path = format!("/v1/wallets/{wallet}/topup");
+    let keys: Vec<String> = (0..SHARED_KEYS).map(|_| key()).collect();
+
+    let requests = keys.iter().flat_map(|idempotency_key| {
+        [&first, &second, &first, &second].map(|app| app.post(&path, idempotency_key, json!({"amount": "7"})))
+    });
+    let replies = join_all(requests).await;
+
+    for (idempotency_key, answers) in keys.iter().zip(replies.chunks(4)) {
+        let created: Vec<&Reply> = answers.iter().filter(|reply| reply.status == 201).collect();
+        assert!(!created.is_empty(), "{idempotency_key}: {:?}", tally(answers));
+        assert!(created.iter().all(|reply| reply.body == created[0].body), "one answer per key");
+        assert!(
+            answers.iter().all(|reply| reply.status == 201 || reply.code() == "idempotency_key_in_flight"),
+            "{:?}",
+            tally(answers)
+        );
+    }
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'TransferRecorded'")
+        .fetch_one(&first.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, SHARED_KEYS as i64, "one transfer per key");
+    assert_eq!(first.balance(&wallet).await, Decimal::from(7 * SHARED_KEYS as i64));
+    first.stop().await;
+    second.stop().await;
+}
+
 /// Rounds of `pg_terminate_backend` on every connection of the test database, and the pause between them.
 const KILL_ROUNDS: usize = 30;
 const KILL_INTERVAL: Duration = Duration::from_millis(50);
