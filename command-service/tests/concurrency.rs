@@ -147,6 +147,39 @@ async fn twenty_concurrent_requests_with_one_key_have_one_effect(pool: PgPool) {
     app.stop().await;
 }
 
+/// An instance decides against the streams as it last knew them; what another instance changed meanwhile must
+/// never leak into an answer, not even into a refusal that writes no event.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_instance_never_answers_from_what_another_instance_changed(pool: PgPool) {
+    let first = TestApp::spawn(pool.clone()).await;
+    let second = TestApp::spawn(pool).await;
+    first.define_asset("GOLD", 0, None).await;
+    let wallet = first.open_wallet("alice", "GOLD").await;
+    // The first instance knows the wallet empty: it refuses a spend.
+    assert_eq!(first.money(&wallet, "spend", "50").await.code(), "insufficient_funds");
+
+    // The second funds it; the first must see that.
+    assert_eq!(second.money(&wallet, "topup", "100").await.status, 201);
+    let spent = first.money(&wallet, "spend", "50").await;
+    assert_eq!(spent.status, 201, "{:?}", spent.body);
+    assert_eq!(spent.body["balances"][0]["balance"], "50");
+
+    // The second freezes it; the first must refuse.
+    let frozen = second.post(&format!("/v1/wallets/{wallet}/freeze"), &key(), json!({})).await;
+    assert_eq!(frozen.status, 200, "{:?}", frozen.body);
+    assert_eq!(first.money(&wallet, "spend", "1").await.code(), "wallet_frozen");
+
+    // The second spends what is left; the first refuses for want of funds, at the version the second left.
+    let unfrozen = second.post(&format!("/v1/wallets/{wallet}/unfreeze"), &key(), json!({})).await;
+    assert_eq!(unfrozen.status, 200, "{:?}", unfrozen.body);
+    assert_eq!(second.money(&wallet, "spend", "50").await.status, 201);
+    assert_eq!(first.money(&wallet, "spend", "1").await.code(), "insufficient_funds");
+    assert_eq!(first.balance(&wallet).await, Decimal::ZERO);
+    first.assert_versions_contiguous().await;
+    first.stop().await;
+    second.stop().await;
+}
+
 /// Keys each sent at once to two instances on one database: no in-process deduplication helps there, so
 /// only the database's primary key on stored answers keeps one effect per key.
 const SHARED_KEYS: usize = 40;

@@ -14,15 +14,20 @@ async fn recorded_at_never_goes_backwards_within_a_stream_even_after_a_clock_ahe
     app.define_asset("GOLD", 0, None).await;
     let wallet = app.open_wallet("alice", "GOLD").await;
     let stream = format!("wallet-{wallet}");
-    // Another command-service whose clock runs an hour ahead appended to this stream last.
+    let pool = app.pool.clone();
+    app.stop().await;
+    // Another command-service whose clock runs an hour ahead appended to this stream last. (A running
+    // instance learns of such an append when its commit finds the stream's version moved; it then reads the
+    // snapshot, as a fresh instance does.)
     let ahead: DateTime<Utc> = sqlx::query_scalar(
         "UPDATE streams SET updated_at = now() + interval '1 hour' WHERE stream_id = $1 RETURNING updated_at",
     )
     .bind(&stream)
-    .fetch_one(&app.pool)
+    .fetch_one(&pool)
     .await
     .unwrap();
 
+    let app = TestApp::spawn(pool).await;
     assert_eq!(app.money(&wallet, "topup", "5").await.status, 201);
 
     let stamps: Vec<DateTime<Utc>> =
