@@ -132,12 +132,17 @@ pub struct NewEvent {
     pub hash: [u8; 32],
 }
 
-/// Takes the append lock, then inserts `events` and returns each event's position by event id.
-/// The `(stream_id, version)` unique constraint rejects the whole transaction if any stream moved
-/// since its snapshot was read: that, not a check in Rust, is what stops a lost race.
+/// Takes the append lock, held until the transaction ends: call it before [`append`].
+pub async fn lock_appends(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// Inserts `events` and returns each event's position by event id; the transaction must hold the append
+/// lock ([`lock_appends`]). The `(stream_id, version)` unique constraint rejects the whole transaction if any
+/// stream moved since its snapshot was read: that, not a check in Rust, is what stops a lost race.
 #[tracing::instrument(skip_all, fields(events = events.len()))]
 pub async fn append(connection: &mut PgConnection, events: &[NewEvent]) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *connection).await?;
     let stream_ids: Vec<&str> = events.iter().map(|event| event.stream_id.as_str()).collect();
     let versions: Vec<i64> = events.iter().map(|event| event.version).collect();
     let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
