@@ -94,7 +94,7 @@ impl App {
             metrics: self.metrics.clone(),
         };
         let mut http_stop = stop.clone();
-        let server = axum::serve(self.listener, http::router(http_state))
+        let server = axum::serve(self.listener, http::router(http_state).into_make_service())
             .with_graceful_shutdown(async move {
                 http_stop.wait_for(|stopped| *stopped).await.ok();
             })

@@ -97,7 +97,7 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping.send(true);
         };
-        let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+        let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(signal);
         let grace = async move {
             let _ = stopping_seen.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(config.shutdown_grace()).await;
