@@ -46,6 +46,9 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(config.database_connections_max)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before each batch's transaction: a dead connection fails the batch's first statement
+        // with an IO error, which the appender retries like any transient failure.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .context("connect to Postgres")
