@@ -127,7 +127,8 @@ pub struct NewEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub data: serde_json::Value,
-    pub metadata: serde_json::Value,
+    /// Shared by the events of one command.
+    pub metadata: std::sync::Arc<serde_json::Value>,
     pub recorded_at: DateTime<Utc>,
     pub hash: [u8; 32],
 }
@@ -148,7 +149,7 @@ pub async fn append(connection: &mut PgConnection, events: &[NewEvent]) -> Resul
     let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
     let event_types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
     let data: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.data)).collect();
-    let metadata: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.metadata)).collect();
+    let metadata: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&*event.metadata)).collect();
     let recorded_at: Vec<DateTime<Utc>> = events.iter().map(|event| event.recorded_at).collect();
     let hashes: Vec<&[u8]> = events.iter().map(|event| event.hash.as_slice()).collect();
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
@@ -175,7 +176,8 @@ pub async fn append(connection: &mut PgConnection, events: &[NewEvent]) -> Resul
 pub struct Snapshot {
     pub stream_id: String,
     pub head: StreamHead,
-    pub state: serde_json::Value,
+    /// The state as JSON text, serialized straight from its type.
+    pub state: String,
 }
 
 pub async fn save_snapshots(
@@ -186,11 +188,13 @@ pub async fn save_snapshots(
     let stream_ids: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.stream_id.as_str()).collect();
     let versions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.version).collect();
     let positions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.position).collect();
-    let states: Vec<Json<&serde_json::Value>> = snapshots.iter().map(|snapshot| Json(&snapshot.state)).collect();
+    let states: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.state.as_str()).collect();
     let hashes: Vec<&[u8]> = snapshots.iter().map(|snapshot| snapshot.head.last_hash.as_slice()).collect();
     sqlx::query(
         "INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
-         SELECT s.*, $6 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::jsonb[], $5::bytea[]) AS s
+         SELECT s.stream_id, s.version, s.position, s.state::jsonb, s.last_hash, $6
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[])
+             AS s(stream_id, version, position, state, last_hash)
          ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, position = EXCLUDED.position,
              state = EXCLUDED.state, last_hash = EXCLUDED.last_hash, updated_at = EXCLUDED.updated_at",
     )
@@ -208,12 +212,12 @@ pub async fn save_snapshots(
 
 /// A decided command's answer, stored under its idempotency key.
 #[derive(Debug, Clone)]
-pub struct Completion {
-    pub principal: String,
-    pub idempotency_key: String,
+pub struct Completion<'a> {
+    pub principal: &'a str,
+    pub idempotency_key: &'a str,
     pub fingerprint: [u8; 32],
     pub status: u16,
-    pub body: serde_json::Value,
+    pub body: &'a serde_json::Value,
     pub position: Option<i64>,
 }
 
@@ -222,14 +226,14 @@ pub struct Completion {
 /// that answer. A transaction still holding such a key makes this wait for its outcome.
 pub async fn store_answers(
     connection: &mut PgConnection,
-    completions: &[Completion],
+    completions: &[Completion<'_>],
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let principals: Vec<&str> = completions.iter().map(|completion| completion.principal.as_str()).collect();
-    let keys: Vec<&str> = completions.iter().map(|completion| completion.idempotency_key.as_str()).collect();
+    let principals: Vec<&str> = completions.iter().map(|completion| completion.principal).collect();
+    let keys: Vec<&str> = completions.iter().map(|completion| completion.idempotency_key).collect();
     let fingerprints: Vec<&[u8]> = completions.iter().map(|completion| completion.fingerprint.as_slice()).collect();
     let statuses: Vec<i16> = completions.iter().map(|completion| completion.status as i16).collect();
-    let bodies: Vec<Json<&serde_json::Value>> = completions.iter().map(|completion| Json(&completion.body)).collect();
+    let bodies: Vec<Json<&serde_json::Value>> = completions.iter().map(|completion| Json(completion.body)).collect();
     let positions: Vec<Option<i64>> = completions.iter().map(|completion| completion.position).collect();
     sqlx::query(
         "INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, position, created_at)

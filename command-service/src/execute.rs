@@ -229,12 +229,14 @@ impl StreamState {
         }
     }
 
-    fn to_snapshot(&self) -> serde_json::Value {
-        match self {
-            StreamState::Asset(state) => json!(state),
-            StreamState::Wallet(state) => json!(state),
-            StreamState::Transfer(state) => json!(state),
-        }
+    /// The snapshot's JSON text, serialized straight from the state (no intermediate `Value`).
+    fn to_snapshot(&self) -> String {
+        let text = match self {
+            StreamState::Asset(state) => serde_json::to_string(state),
+            StreamState::Wallet(state) => serde_json::to_string(state),
+            StreamState::Transfer(state) => serde_json::to_string(state),
+        };
+        text.expect("states serialize to JSON")
     }
 
     /// Whether the facts navigation relies on (a wallet's asset, an asset's system wallets, a transfer's legs)
@@ -472,13 +474,13 @@ impl Appender {
                     });
                 }
                 Ok(changes) => {
-                    let metadata = json!(EventMetadata {
+                    let metadata = Arc::new(json!(EventMetadata {
                         idempotency_key: Some(request.idempotency_key.clone()),
                         principal: Some(request.principal.clone()),
                         correlation_id: request.request_id.clone(),
                         causation_id: causation_of(&request.command),
                         request_id: request.request_id.clone(),
-                    });
+                    }));
                     let start = events.len();
                     for change in &changes {
                         world.apply(change);
@@ -498,7 +500,7 @@ impl Appender {
                             event_id: sealed.event_id,
                             event_type: sealed.event_type,
                             data: sealed.data,
-                            metadata: metadata.clone(),
+                            metadata: Arc::clone(&metadata),
                             recorded_at,
                             hash: sealed.hash,
                         });
@@ -550,14 +552,14 @@ impl Appender {
         event_store::insert_owners(&mut transaction, &owners).await?;
 
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(decisions.len());
-        let mut completions = Vec::new();
-        for (request, decision) in requests.iter().zip(decisions) {
+        // Which requests were decided here, with their positions: their answers are stored below.
+        let mut decided: Vec<(usize, Option<i64>)> = Vec::new();
+        for (index, decision) in decisions.into_iter().enumerate() {
             match decision {
                 Decision::Answered(outcome) => outcomes.push(outcome),
-                Decision::SameKeyAs { index, fingerprint } => {
-                    let first = &requests[index];
-                    outcomes.push(if first.fingerprint == fingerprint {
-                        Outcome { replayed: true, ..outcomes[index].clone() }
+                Decision::SameKeyAs { index: first, fingerprint } => {
+                    outcomes.push(if requests[first].fingerprint == fingerprint {
+                        Outcome { replayed: true, ..outcomes[first].clone() }
                     } else {
                         reused_key()
                     });
@@ -578,18 +580,22 @@ impl Appender {
                             fields.insert("position".to_owned(), json!(position));
                         }
                     }
-                    completions.push(Completion {
-                        principal: request.principal.clone(),
-                        idempotency_key: request.idempotency_key.clone(),
-                        fingerprint: request.fingerprint,
-                        status,
-                        body: draft.clone(),
-                        position,
-                    });
+                    decided.push((index, position));
                     outcomes.push(Outcome { status, body: draft, replayed: false });
                 }
             }
         }
+        let completions: Vec<Completion<'_>> = decided
+            .iter()
+            .map(|&(index, position)| Completion {
+                principal: &requests[index].principal,
+                idempotency_key: &requests[index].idempotency_key,
+                fingerprint: requests[index].fingerprint,
+                status: outcomes[index].status,
+                body: &outcomes[index].body,
+                position,
+            })
+            .collect();
         if !completions.is_empty() {
             event_store::store_answers(&mut transaction, &completions, now).await?;
         }
