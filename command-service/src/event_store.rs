@@ -228,7 +228,7 @@ pub async fn store_answers(
     connection: &mut PgConnection,
     completions: &[Completion<'_>],
     now: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> Result<(), sqlx::Error> {
     let principals: Vec<&str> = completions.iter().map(|completion| completion.principal).collect();
     let keys: Vec<&str> = completions.iter().map(|completion| completion.idempotency_key).collect();
     let fingerprints: Vec<&[u8]> = completions.iter().map(|completion| completion.fingerprint.as_slice()).collect();
@@ -247,8 +247,7 @@ pub async fn store_answers(
     .bind(&positions)
     .bind(now)
     .execute(&mut *connection)
-    .await
-    .context("store idempotent responses")?;
+    .await?;
     Ok(())
 }
 

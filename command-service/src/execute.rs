@@ -37,6 +37,8 @@ use crate::notify::Notifier;
 const DEPENDENCY_ROUNDS_MAX: usize = 4;
 /// Settled stream states (assets and wallets) cached for navigation at most, before the cache starts over.
 const FACTS_ENTRIES_MAX: usize = 100_000;
+/// Idempotency keys remembered as answered by this process, at most (their hashes: 8 bytes and a slot each).
+const RECENT_KEYS_MAX: usize = 200_000;
 /// Pause before retrying a failed batch, doubled on each retry.
 const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(5);
 
@@ -117,6 +119,7 @@ impl Executor {
         let (queue, receiver) = mpsc::channel(limits.queue_depth_max);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let facts = Arc::new(Mutex::new(HashMap::new()));
+        let recent = RecentKeys::new();
         let appenders: Vec<_> = (0..limits.appenders.max(1))
             .map(|_| {
                 let appender = Appender {
@@ -125,6 +128,7 @@ impl Executor {
                     batch_size_max: limits.batch_size_max,
                     append_retries_max: limits.append_retries_max,
                     facts: facts.clone(),
+                    recent: recent.clone(),
                 };
                 tokio::spawn(appender.run(receiver.clone()))
             })
@@ -287,11 +291,64 @@ struct Appender {
     batch_size_max: usize,
     append_retries_max: u32,
     facts: Facts,
+    recent: RecentKeys,
+}
+
+/// Hashes of the idempotency keys this process answered lately, shared by the appenders. A batch whose keys
+/// are all new here skips reading stored answers: the key's primary key still refuses one that was used
+/// (by another process, or before a restart), and the batch is then decided again after reading them.
+#[derive(Clone)]
+struct RecentKeys {
+    inner: Arc<Mutex<RecentInner>>,
+    hasher: std::hash::RandomState,
+}
+
+struct RecentInner {
+    seen: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl RecentKeys {
+    fn new() -> RecentKeys {
+        let inner = RecentInner { seen: Default::default(), order: Default::default() };
+        RecentKeys { inner: Arc::new(Mutex::new(inner)), hasher: std::hash::RandomState::new() }
+    }
+
+    fn hash(&self, request: &CommandRequest) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((&request.principal, &request.idempotency_key))
+    }
+
+    /// Whether any of these keys may have been answered here (a hash collision only costs a read).
+    fn any_seen(&self, requests: &[&CommandRequest]) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        requests.iter().any(|request| inner.seen.contains(&self.hash(request)))
+    }
+
+    fn remember(&self, requests: &[&CommandRequest]) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        for request in requests {
+            let hash = self.hash(request);
+            if inner.seen.insert(hash) {
+                inner.order.push_back(hash);
+            }
+        }
+        while inner.order.len() > RECENT_KEYS_MAX {
+            if let Some(oldest) = inner.order.pop_front() {
+                inner.seen.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// Why an attempt failed, and whether trying again may succeed.
 enum AttemptError {
-    Retryable { conflict: bool, cause: anyhow::Error },
+    Retryable {
+        conflict: bool,
+        cause: anyhow::Error,
+    },
+    /// An idempotency key of the batch had an answer stored already: decide again after reading the answers.
+    KeyUsed,
     Fatal(anyhow::Error),
 }
 
@@ -308,6 +365,9 @@ impl From<anyhow::Error> for AttemptError {
 
 impl From<sqlx::Error> for AttemptError {
     fn from(error: sqlx::Error) -> AttemptError {
+        if matches!(&error, sqlx::Error::Database(database) if database.constraint() == Some("idempotency_keys_pkey")) {
+            return AttemptError::KeyUsed;
+        }
         let conflict = matches!(&error, sqlx::Error::Database(database) if database.constraint() == Some("events_stream_version_key"));
         if conflict || is_transient(&error) {
             AttemptError::Retryable { conflict, cause: error.into() }
@@ -361,9 +421,25 @@ impl Appender {
             let requests: Vec<&CommandRequest> = batch.iter().map(|submission| &submission.request).collect();
             let mut backoff = RETRY_BACKOFF_INITIAL;
             let mut attempt = 0;
+            let mut read_answers = self.recent.any_seen(&requests);
             let result = loop {
-                match self.attempt(&requests).await {
-                    Ok(outcomes) => break Ok(outcomes),
+                match self.attempt(&requests, read_answers).await {
+                    Ok(outcomes) => {
+                        self.recent.remember(&requests);
+                        break Ok(outcomes);
+                    }
+                    Err(AttemptError::KeyUsed) if !read_answers => {
+                        metrics::counter!("tally_append_retries_total").increment(1);
+                        read_answers = true;
+                    }
+                    Err(AttemptError::KeyUsed) => {
+                        // Read, yet taken: another process stored it since; only bounded retries as any race.
+                        if attempt >= self.append_retries_max {
+                            break Err(ExecuteError::ConcurrencyConflict);
+                        }
+                        attempt += 1;
+                        metrics::counter!("tally_append_retries_total").increment(1);
+                    }
                     Err(AttemptError::Retryable { conflict, cause }) if attempt < self.append_retries_max => {
                         attempt += 1;
                         metrics::counter!("tally_append_retries_total").increment(1);
@@ -412,18 +488,27 @@ impl Appender {
         }
     }
 
-    /// One transaction: read stored answers, load and lock streams, decide in order, append, store answers.
-    /// Returns each command's outcome and the new head position, if anything was appended.
-    async fn attempt(&mut self, requests: &[&CommandRequest]) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
+    /// One transaction: read stored answers (with `read_answers`), load and lock streams, decide in order,
+    /// append, store answers. Returns each command's outcome and the new head position, if anything was appended.
+    async fn attempt(
+        &mut self,
+        requests: &[&CommandRequest],
+        read_answers: bool,
+    ) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
         let now = envelope::truncate_to_micros(Utc::now());
         let mut clock = PhaseClock::start();
         let mut transaction = self.pool.begin().await?;
         clock.lap("begin");
 
         // 1. Answer the keys already used (by an earlier request, or by another process); decide the rest.
-        let keys: Vec<KeyId> = requests.iter().map(|request| key_of(request)).collect();
-        let stored = event_store::stored_responses(&mut transaction, &keys).await?;
-        clock.lap("read_answers");
+        let stored = if read_answers {
+            let keys: Vec<KeyId> = requests.iter().map(|request| key_of(request)).collect();
+            let stored = event_store::stored_responses(&mut transaction, &keys).await?;
+            clock.lap("read_answers");
+            stored
+        } else {
+            HashMap::new()
+        };
 
         // 2. Load and lock everything the commands to decide depend on.
         let commands: Vec<&Command> = requests

@@ -180,6 +180,36 @@ async fn an_instance_never_answers_from_what_another_instance_changed(pool: PgPo
     second.stop().await;
 }
 
+/// An instance reads stored answers only for keys it may have answered itself; a key answered before a
+/// restart (or by another instance) must still be replayed, or refused if its request differs.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_key_answered_before_a_restart_is_replayed_after_it(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.define_asset("GOLD", 0, None).await;
+    let wallet = app.open_wallet("alice", "GOLD").await;
+    let path = format!("/v1/wallets/{wallet}/topup");
+    let idempotency_key = key();
+    let first = app.post(&path, &idempotency_key, json!({"amount": "7"})).await;
+    assert_eq!(first.status, 201);
+    app.stop().await;
+
+    let app = TestApp::spawn(pool).await;
+    let again = app.post(&path, &idempotency_key, json!({"amount": "7"})).await;
+    assert_eq!((again.status, &again.body), (201, &first.body));
+    assert!(again.replayed());
+    let changed = app.post(&path, &idempotency_key, json!({"amount": "8"})).await;
+    assert_eq!(changed.code(), "idempotency_key_reused");
+    // The batch that found the key used is decided again: a new command sent with it still takes effect once.
+    let together = join_all([
+        app.post(&path, &idempotency_key, json!({"amount": "7"})),
+        app.post(&path, &key(), json!({"amount": "5"})),
+    ])
+    .await;
+    assert!(together.iter().all(|reply| reply.status == 201), "{:?}", tally(&together));
+    assert_eq!(app.balance(&wallet).await, Decimal::from(12));
+    app.stop().await;
+}
+
 /// Keys each sent at once to two instances on one database: no in-process deduplication helps there, so
 /// only the database's primary key on stored answers keeps one effect per key.
 const SHARED_KEYS: usize = 40;
