@@ -51,14 +51,13 @@ impl EventRow {
     pub fn into_decoded(self) -> Result<DecodedEvent, DecodeError> {
         let stream: StreamId =
             self.stream_id.parse().map_err(|source| DecodeError::StreamId { position: self.position, source })?;
-        let event =
-            Event::from_stored(&stream, &self.event_type, self.data.clone()).map_err(|source| DecodeError::Data {
-                position: self.position,
-                stream_id: self.stream_id.clone(),
-                event_type: self.event_type.clone(),
-                source,
-            })?;
-        let metadata = serde_json::from_value(self.metadata.clone())
+        let event = Event::from_stored(&stream, &self.event_type, self.data).map_err(|source| DecodeError::Data {
+            position: self.position,
+            stream_id: self.stream_id.clone(),
+            event_type: self.event_type.clone(),
+            source,
+        })?;
+        let metadata = serde_json::from_value(self.metadata)
             .map_err(|source| DecodeError::Metadata { position: self.position, source })?;
         Ok(DecodedEvent {
             position: self.position,

@@ -80,7 +80,11 @@ impl Event {
         event_type: &str,
         data: serde_json::Value,
     ) -> Result<Event, serde_json::Error> {
-        let tagged = serde_json::json!({ "type": event_type, "data": data });
+        // Built by hand: `json!` would serialize `data` by reference, a deep copy of every event read.
+        let mut fields = serde_json::Map::new();
+        fields.insert("type".to_owned(), serde_json::Value::String(event_type.to_owned()));
+        fields.insert("data".to_owned(), data);
+        let tagged = serde_json::Value::Object(fields);
         Ok(match stream {
             StreamId::Asset(_) => Event::Asset(serde_json::from_value(tagged)?),
             StreamId::Wallet(_) => Event::Wallet(serde_json::from_value(tagged)?),
