@@ -7,10 +7,11 @@
 //! one transaction: one fsync for the whole batch (group commit). Each command keeps its own outcome:
 //! a rejected command writes nothing but its idempotency record.
 //!
-//! Appenders overlap: while one waits for its commit, the next decides its batch. They need nothing from
-//! each other to be correct, as two processes need nothing: a stream's row lock makes a batch that
-//! touches the streams of another wait for its commit and then read what it left, and the append lock
-//! orders their positions.
+//! Appenders overlap where their batches let them: while one commits, the next reads its stored answers
+//! and its streams, and waits for the rows the two share (in spread, the system wallets nearly every batch
+//! touches). They need nothing from each other to be correct, as two processes need nothing: a stream's
+//! row lock makes a batch that touches the streams of another wait for its commit and then read what it
+//! left, and the append lock orders their positions.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
