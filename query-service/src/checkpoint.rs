@@ -84,7 +84,11 @@ impl Checkpoint {
 
     /// Reads the checkpoint from Postgres. What Postgres says wins, even lower (a `projector rebuild` restarts from 0).
     async fn refresh(&self) {
-        match read_models::checkpoint(&self.pool).await {
+        let read = async {
+            let mut connection = self.pool.acquire().await.context("acquire a connection")?;
+            read_models::checkpoint(&mut connection).await
+        };
+        match read.await {
             Ok(position) => {
                 self.sender.send_if_modified(|known| {
                     let changed = *known != position;

@@ -27,7 +27,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=MIN_POSITION_WAIT_MS_MAX))]
     pub min_position_wait_ms: u64,
 
-    /// Postgres connections in the pool serving requests (the checkpoint listener holds one more).
+    /// Postgres connections lent to requests (one more serves the checkpoint follower and health checks, and the
+    /// checkpoint listener holds its own).
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub database_pool_size: u32,
 

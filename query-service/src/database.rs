@@ -41,23 +41,21 @@ pub fn read_only_options(base: PgConnectOptions, config: &Config) -> PgConnectOp
     ])
 }
 
-/// How long a pooled connection may sit idle and still be used without a ping first.
-const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The pool that serves requests. Lazy: connections open on first use, so start-up survives a Postgres
 /// that is still booting, and the schema wait retries.
 ///
-/// A connection is pinged before use only if it sat idle for `PING_IDLE_AFTER`: sqlx's default pings before
+/// A connection is pinged before use only if it sat idle for [`crate::connections::PING_IDLE_AFTER`]: sqlx's default pings before
 /// every acquire, a second round trip for every read (most reads are one primary-key lookup). A connection
 /// in steady use has just answered; one idle for a while (Postgres may have restarted meanwhile) is checked.
 pub fn read_only_pool(base: PgConnectOptions, config: &Config) -> PgPool {
     PgPoolOptions::new()
-        .max_connections(config.database_pool_size)
+        // One more than requests lease, for the checkpoint follower, health checks and ownership checks.
+        .max_connections(config.database_pool_size + 1)
         .acquire_timeout(config.database_acquire_timeout())
         .test_before_acquire(false)
         .before_acquire(|connection, metadata| {
             Box::pin(async move {
-                if metadata.idle_for >= PING_IDLE_AFTER {
+                if metadata.idle_for >= crate::connections::PING_IDLE_AFTER {
                     sqlx::Connection::ping(connection).await?;
                 }
                 Ok(true)

@@ -9,7 +9,7 @@
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use tally_shared::envelope::StoredEvent;
 use tally_shared::money::parse_decimal;
 use uuid::Uuid;
@@ -50,7 +50,7 @@ impl From<EventRow> for StoredEvent {
 
 /// Up to `limit` events of `stream_id` from version `from_version` on, in version order.
 pub async fn stream_events(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     stream_id: &str,
     from_version: i64,
     limit: i64,
@@ -60,27 +60,27 @@ pub async fn stream_events(
             .bind(stream_id)
             .bind(from_version)
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(&mut *connection)
             .await
             .context("read a stream's events")?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
 /// Whether `stream_id` has any event (streams start at version 1 and have no gaps).
-pub async fn stream_exists(pool: &PgPool, stream_id: &str) -> anyhow::Result<bool> {
+pub async fn stream_exists(connection: &mut PgConnection, stream_id: &str) -> anyhow::Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT FROM events WHERE stream_id = $1 AND version = 1)")
         .bind(stream_id)
-        .fetch_one(pool)
+        .fetch_one(&mut *connection)
         .await
         .context("look for a stream")
 }
 
 /// Up to `limit` events of the global log after position `after`, in position (= commit) order.
-pub async fn events_after(pool: &PgPool, after: i64, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
+pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
     let rows: Vec<EventRow> = sqlx::query_as(&format!("{EVENT_SELECT} WHERE position > $1 ORDER BY position LIMIT $2"))
         .bind(after)
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await
         .context("read the global log")?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
@@ -135,7 +135,11 @@ struct BalanceRow {
 ///   `recorded_at` when a batch starts, so two processes (or a clock step) can make a later version carry an
 ///   earlier stamp by a few milliseconds; within such an inversion the search still lands on a version where
 ///   the stamps cross the instant, never on an invented balance.
-pub async fn balance_at(pool: &PgPool, stream_id: &str, moment: Moment) -> anyhow::Result<Option<BalanceAt>> {
+pub async fn balance_at(
+    connection: &mut PgConnection,
+    stream_id: &str,
+    moment: Moment,
+) -> anyhow::Result<Option<BalanceAt>> {
     // The other bound is the end of time, so that one statement serves both kinds of moment.
     let (position, instant) = match moment {
         Moment::Position(position) => (position, None),
@@ -176,7 +180,7 @@ pub async fn balance_at(pool: &PgPool, stream_id: &str, moment: Moment) -> anyho
     .bind(stream_id)
     .bind(position)
     .bind(instant)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *connection)
     .await
     .context("recompute a balance from events")?;
     let Some(row) = row else { return Ok(None) };

@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod connections;
 pub mod cursor;
 pub mod database;
 pub mod event_log;
@@ -70,8 +71,14 @@ impl App {
         // The recorder shared with command-service, so that both can run in one process (the end-to-end tests).
         let metrics = tally_edge::observe::recorder();
         tasks.spawn(upkeep(metrics.clone()));
+        let connections = connections::Connections::new(
+            pool.clone(),
+            config.database_pool_size as usize,
+            config.database_acquire_timeout(),
+        );
         let state = AppState::new(Shared {
             pool: pool.clone(),
+            connections,
             checkpoint,
             nats,
             min_position_wait: config.min_position_wait(),

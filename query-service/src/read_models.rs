@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use tally_shared::api::{
     AssetView, BalanceView, FeePolicyView, HistoryEntryView, LegView, ReversalView, TransferView, WalletView,
 };
@@ -29,10 +29,10 @@ pub const TRANSFERS_BY_REFERENCE_MAX: i64 = 1_000;
 pub const REVERSALS_SHOWN_MAX: i64 = 1_000;
 
 /// The checkpoint of [`PROJECTION`]; 0 before the projector has applied anything.
-pub async fn checkpoint(pool: &PgPool) -> anyhow::Result<i64> {
+pub async fn checkpoint(connection: &mut PgConnection) -> anyhow::Result<i64> {
     let position: Option<i64> = sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1")
         .bind(PROJECTION)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await
         .context("read the projection checkpoint")?;
     Ok(position.unwrap_or(0))
@@ -101,19 +101,19 @@ fn fee_policy_view(stored: serde_json::Value, scale: Scale) -> anyhow::Result<Fe
 }
 
 /// Every asset, by code.
-pub async fn assets(pool: &PgPool) -> anyhow::Result<Vec<AssetView>> {
+pub async fn assets(connection: &mut PgConnection) -> anyhow::Result<Vec<AssetView>> {
     let rows: Vec<AssetRow> = sqlx::query_as(&format!("{ASSET_SELECT} ORDER BY a.code LIMIT $1"))
         .bind(ASSETS_LISTED_MAX)
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await
         .context("read assets")?;
     rows.into_iter().map(AssetRow::into_view).collect()
 }
 
-pub async fn asset(pool: &PgPool, code: &str) -> anyhow::Result<Option<AssetView>> {
+pub async fn asset(connection: &mut PgConnection, code: &str) -> anyhow::Result<Option<AssetView>> {
     let row: Option<AssetRow> = sqlx::query_as(&format!("{ASSET_SELECT} WHERE a.code = $1"))
         .bind(code)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await
         .context("read an asset")?;
     row.map(AssetRow::into_view).transpose()
@@ -162,22 +162,22 @@ impl WalletRow {
     }
 }
 
-pub async fn wallet(pool: &PgPool, wallet_id: Uuid) -> anyhow::Result<Option<WalletView>> {
+pub async fn wallet(connection: &mut PgConnection, wallet_id: Uuid) -> anyhow::Result<Option<WalletView>> {
     let row: Option<WalletRow> = sqlx::query_as(&format!("{WALLET_SELECT} WHERE w.wallet_id = $1"))
         .bind(wallet_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await
         .context("read a wallet")?;
     row.map(WalletRow::into_view).transpose()
 }
 
 /// Every wallet of `owner_id`, by asset.
-pub async fn owner_wallets(pool: &PgPool, owner_id: &str) -> anyhow::Result<Vec<WalletView>> {
+pub async fn owner_wallets(connection: &mut PgConnection, owner_id: &str) -> anyhow::Result<Vec<WalletView>> {
     let rows: Vec<WalletRow> =
         sqlx::query_as(&format!("{WALLET_SELECT} WHERE w.owner_id = $1 ORDER BY w.asset, w.wallet_id LIMIT $2"))
             .bind(owner_id)
             .bind(OWNER_WALLETS_LISTED_MAX)
-            .fetch_all(pool)
+            .fetch_all(&mut *connection)
             .await
             .context("read an owner's wallets")?;
     rows.into_iter().map(WalletRow::into_view).collect()
@@ -229,7 +229,7 @@ impl HistoryRow {
 /// `None` if the wallet is unknown. A backward range scan of the primary key `(wallet_id, version)`:
 /// the cost does not depend on how deep the page is.
 pub async fn wallet_history(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     wallet_id: Uuid,
     before_version: i64,
     limit: i64,
@@ -251,7 +251,7 @@ pub async fn wallet_history(
     .bind(wallet_id)
     .bind(before_version)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *connection)
     .await
     .context("read a wallet's history")?;
     if rows.is_empty() {
@@ -376,24 +376,27 @@ impl TransferRow {
     }
 }
 
-pub async fn transfer(pool: &PgPool, transfer_id: Uuid) -> anyhow::Result<Option<TransferView>> {
+pub async fn transfer(connection: &mut PgConnection, transfer_id: Uuid) -> anyhow::Result<Option<TransferView>> {
     let row: Option<TransferRow> = sqlx::query_as(&format!("{TRANSFER_SELECT} WHERE t.transfer_id = $1"))
         .bind(transfer_id)
         .bind(REVERSALS_SHOWN_MAX)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await
         .context("read a transfer")?;
     row.map(TransferRow::into_view).transpose()
 }
 
 /// The transfers that carry `reference`, oldest first.
-pub async fn transfers_by_reference(pool: &PgPool, reference: &str) -> anyhow::Result<Vec<TransferView>> {
+pub async fn transfers_by_reference(
+    connection: &mut PgConnection,
+    reference: &str,
+) -> anyhow::Result<Vec<TransferView>> {
     let rows: Vec<TransferRow> =
         sqlx::query_as(&format!("{TRANSFER_SELECT} WHERE t.reference = $1 ORDER BY t.position LIMIT $3"))
             .bind(reference)
             .bind(REVERSALS_SHOWN_MAX)
             .bind(TRANSFERS_BY_REFERENCE_MAX)
-            .fetch_all(pool)
+            .fetch_all(&mut *connection)
             .await
             .context("read transfers by reference")?;
     rows.into_iter().map(TransferRow::into_view).collect()
@@ -430,7 +433,7 @@ struct ProjectionRow {
 /// Every projection's checkpoint against the head of the log ([`PROJECTION`] at 0 before the projector's
 /// first batch). `lag_events` counts rows (positions of rolled-back appends are holes, not lag): a range
 /// scan of the log's primary key.
-pub async fn projections(pool: &PgPool) -> anyhow::Result<Vec<ProjectionView>> {
+pub async fn projections(connection: &mut PgConnection) -> anyhow::Result<Vec<ProjectionView>> {
     let rows: Vec<ProjectionRow> = sqlx::query_as(
         "SELECT c.projection, c.position, c.updated_at, head.position AS head,
                 (SELECT count(*) FROM events e WHERE e.position > c.position) AS lag_events,
@@ -445,7 +448,7 @@ pub async fn projections(pool: &PgPool) -> anyhow::Result<Vec<ProjectionView>> {
          ORDER BY c.projection",
     )
     .bind(PROJECTION)
-    .fetch_all(pool)
+    .fetch_all(&mut *connection)
     .await
     .context("read projection checkpoints")?;
     Ok(rows

@@ -18,7 +18,7 @@ pub struct AssetList {
 
 pub async fn list(State(state): State<AppState>, query: QueryParams) -> Result<Json<AssetList>, ApiError> {
     query.allow(&[])?;
-    Ok(Json(AssetList { items: read_models::assets(&state.pool).await? }))
+    Ok(Json(AssetList { items: state.read(async |connection| read_models::assets(connection).await).await? }))
 }
 
 pub async fn one(
@@ -29,6 +29,6 @@ pub async fn one(
     query.allow(&[])?;
     let code =
         AssetCode::parse(&code).map_err(|_| ApiError::validation("code", "must match ^[A-Z][A-Z0-9_]{0,15}$"))?;
-    let asset = read_models::asset(&state.pool, code.as_str()).await?;
+    let asset = state.read(async |connection| read_models::asset(connection, code.as_str()).await).await?;
     asset.map(Json).ok_or(ApiError::AssetNotFound { code: code.to_string() })
 }

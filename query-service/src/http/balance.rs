@@ -52,8 +52,10 @@ pub async fn at(
         (None, None) => return Err(ApiError::validation("as_of", "or at_position is required")),
     };
     let stream_id = StreamId::Wallet(WalletId(wallet_id)).to_string();
-    let balance =
-        event_log::balance_at(&state.pool, &stream_id, moment).await?.ok_or(ApiError::WalletNotFound { wallet_id })?;
+    let balance = state
+        .read(async |connection| event_log::balance_at(connection, &stream_id, moment).await)
+        .await?
+        .ok_or(ApiError::WalletNotFound { wallet_id })?;
     Ok(Json(BalanceAtView {
         wallet_id: WalletId(wallet_id),
         asset: balance.asset,

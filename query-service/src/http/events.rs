@@ -21,7 +21,7 @@ pub async fn after(State(state): State<AppState>, query: QueryParams) -> Result<
     let query = query.allow(&["after", "limit"])?;
     let after = query.integer("after", 0)?.unwrap_or(0);
     let limit = query.limit()?;
-    let items = event_log::events_after(&state.pool, after, limit).await?;
+    let items = state.read(async |connection| event_log::events_after(connection, after, limit).await).await?;
     let next_after = items.last().map_or(after, |last| last.position);
     Ok(Json(EventPage { items, next_after }))
 }

@@ -27,7 +27,8 @@ pub async fn page(
         None => i64::MAX,
     };
     // One more than asked tells whether another page follows, without a count.
-    let mut items = read_models::wallet_history(&state.pool, wallet_id, before_version, limit + 1)
+    let mut items = state
+        .read(async |connection| read_models::wallet_history(connection, wallet_id, before_version, limit + 1).await)
         .await?
         .ok_or(ApiError::WalletNotFound { wallet_id })?;
     let next_cursor = if items.len() as i64 > limit {

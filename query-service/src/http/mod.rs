@@ -21,6 +21,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -54,11 +56,29 @@ impl Deref for AppState {
 
 pub struct Shared {
     pub pool: PgPool,
+    /// The pool's connections lent to requests (see [`crate::connections`]).
+    pub connections: crate::connections::Connections,
     pub checkpoint: Checkpoint,
     /// Only to report its state in `/health/ready`: query-service answers without NATS.
     pub nats: async_nats::Client,
     pub min_position_wait: Duration,
     pub metrics: PrometheusHandle,
+}
+
+impl Shared {
+    /// Runs `read` on a leased connection. Only a read that completed gives its connection straight back for
+    /// the next request; after an error or a cancelled request sqlx checks the connection first.
+    pub async fn read<T>(
+        &self,
+        read: impl AsyncFnOnce(&mut sqlx::PgConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut lease = self.connections.lease().await.context("lease a database connection")?;
+        let result = read(&mut lease).await;
+        if result.is_ok() {
+            lease.done();
+        }
+        result
+    }
 }
 
 /// What any read can answer: a bad query string, a projection behind `min_position`, a busy database.

@@ -14,7 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use tally_edge::Principal;
 use tally_shared::api::ProblemCode;
 use tally_shared::envelope::StreamId;
@@ -40,7 +40,7 @@ pub async fn restrict(State(state): State<AppState>, mut request: Request, next:
         Ok(Path(segments)) => segments,
         Err(_) => HashMap::new(),
     };
-    let refusal = match check(&state.pool, &owner, &route, &segments).await {
+    let refusal = match state.read(async |connection| check(connection, &owner, &route, &segments).await).await {
         Ok(refusal) => refusal,
         Err(error) => Some(ApiError::from(error).into_response()),
     };
@@ -49,7 +49,8 @@ pub async fn restrict(State(state): State<AppState>, mut request: Request, next:
     }
     let response = next.run(request).await;
     if route == "/v1/transfers" && response.status() == StatusCode::OK {
-        return only_owned_transfers(&state.pool, &owner, response)
+        return state
+            .read(async |connection| only_owned_transfers(connection, &owner, response).await)
             .await
             .unwrap_or_else(|error| ApiError::from(error).into_response());
     }
@@ -58,7 +59,7 @@ pub async fn restrict(State(state): State<AppState>, mut request: Request, next:
 
 /// The refusal of `route` for `owner`, if any. Segments that do not parse are left to the handler's 422.
 async fn check(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     owner: &str,
     route: &str,
     segments: &HashMap<String, String>,
@@ -67,20 +68,21 @@ async fn check(
     match route {
         "/v1/wallets/{wallet_id}" | "/v1/wallets/{wallet_id}/history" | "/v1/wallets/{wallet_id}/balance" => {
             let Ok(wallet_id) = params::wallet_id(segment("wallet_id")) else { return Ok(None) };
-            Ok((!owns_wallet(pool, owner, wallet_id).await?)
+            Ok((!owns_wallet(connection, owner, wallet_id).await?)
                 .then(|| ApiError::WalletNotFound { wallet_id }.into_response()))
         }
         "/v1/owners/{owner_id}/wallets" => Ok((segment("owner_id") != owner)
             .then(|| tally_edge::problem::refuse(ProblemCode::NotFound, "owner not found", None))),
         "/v1/transfers/{transfer_id}" => {
             let Ok(transfer_id) = params::transfer_id(segment("transfer_id")) else { return Ok(None) };
-            Ok((!touches_owned_wallet(pool, owner, transfer_id).await?)
+            Ok((!touches_owned_wallet(connection, owner, transfer_id).await?)
                 .then(|| ApiError::TransferNotFound { transfer_id }.into_response()))
         }
         "/v1/streams/{stream_id}/events" => match params::stream_id(segment("stream_id")) {
-            Ok(StreamId::Wallet(wallet_id)) => Ok((!owns_wallet(pool, owner, wallet_id.0).await?)
+            Ok(StreamId::Wallet(wallet_id)) => Ok((!owns_wallet(connection, owner, wallet_id.0).await?)
                 .then(|| ApiError::WalletNotFound { wallet_id: wallet_id.0 }.into_response())),
-            Ok(StreamId::Transfer(transfer_id)) => Ok((!touches_owned_wallet(pool, owner, transfer_id.0).await?)
+            Ok(StreamId::Transfer(transfer_id)) => Ok((!touches_owned_wallet(connection, owner, transfer_id.0)
+                .await?)
                 .then(|| ApiError::TransferNotFound { transfer_id: transfer_id.0 }.into_response())),
             // An asset's stream is its definition: the same for every owner.
             Ok(StreamId::Asset(_)) | Err(_) => Ok(None),
@@ -94,17 +96,17 @@ async fn check(
     }
 }
 
-async fn owns_wallet(pool: &PgPool, owner: &str, wallet_id: Uuid) -> anyhow::Result<bool> {
+async fn owns_wallet(connection: &mut PgConnection, owner: &str, wallet_id: Uuid) -> anyhow::Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM wallet_owners WHERE wallet_id = $1 AND owner_id = $2)")
         .bind(wallet_id)
         .bind(owner)
-        .fetch_one(pool)
+        .fetch_one(&mut *connection)
         .await
         .context("look up a wallet's owner")
 }
 
 /// Whether a leg of the transfer (as its first event recorded it) debits or credits a wallet of `owner`.
-async fn touches_owned_wallet(pool: &PgPool, owner: &str, transfer_id: Uuid) -> anyhow::Result<bool> {
+async fn touches_owned_wallet(connection: &mut PgConnection, owner: &str, transfer_id: Uuid) -> anyhow::Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (
              SELECT 1 FROM events t
@@ -115,13 +117,17 @@ async fn touches_owned_wallet(pool: &PgPool, owner: &str, transfer_id: Uuid) -> 
     )
     .bind(StreamId::Transfer(tally_shared::transfer::TransferId(transfer_id)).to_string())
     .bind(owner)
-    .fetch_one(pool)
+    .fetch_one(&mut *connection)
     .await
     .context("look up the owners of a transfer's wallets")
 }
 
 /// Keeps the items of a `{"items": [transfer, …]}` answer that touch a wallet of `owner`.
-async fn only_owned_transfers(pool: &PgPool, owner: &str, response: Response) -> anyhow::Result<Response> {
+async fn only_owned_transfers(
+    connection: &mut PgConnection,
+    owner: &str,
+    response: Response,
+) -> anyhow::Result<Response> {
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, FILTERED_BODY_BYTES_MAX).await.context("read the transfers answer")?;
     let mut list: serde_json::Value = serde_json::from_slice(&bytes).context("parse the transfers answer")?;
@@ -138,7 +144,7 @@ async fn only_owned_transfers(pool: &PgPool, owner: &str, response: Response) ->
         sqlx::query_scalar("SELECT wallet_id FROM wallet_owners WHERE owner_id = $1 AND wallet_id = ANY($2)")
             .bind(owner)
             .bind(&candidates)
-            .fetch_all(pool)
+            .fetch_all(&mut *connection)
             .await
             .context("look up the owners of transfers' wallets")?
             .into_iter()

@@ -16,5 +16,5 @@ pub struct ProjectionList {
 
 pub async fn list(State(state): State<AppState>, query: QueryParams) -> Result<Json<ProjectionList>, ApiError> {
     query.allow(&[])?;
-    Ok(Json(ProjectionList { items: read_models::projections(&state.pool).await? }))
+    Ok(Json(ProjectionList { items: state.read(async |connection| read_models::projections(connection).await).await? }))
 }

@@ -28,8 +28,14 @@ pub async fn events(
     let from_version = query.integer("from_version", 1)?.unwrap_or(1);
     let limit = query.limit()?;
     let stream_id = stream.to_string();
-    let mut items = event_log::stream_events(&state.pool, &stream_id, from_version, limit + 1).await?;
-    if items.is_empty() && !event_log::stream_exists(&state.pool, &stream_id).await? {
+    let (mut items, exists) = state
+        .read(async |connection| {
+            let items = event_log::stream_events(connection, &stream_id, from_version, limit + 1).await?;
+            let exists = !items.is_empty() || event_log::stream_exists(connection, &stream_id).await?;
+            Ok((items, exists))
+        })
+        .await?;
+    if !exists {
         return Err(not_found(stream));
     }
     let next_from_version = if items.len() as i64 > limit {

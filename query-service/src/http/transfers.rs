@@ -23,7 +23,7 @@ pub async fn one(
 ) -> Result<Json<TransferView>, ApiError> {
     query.allow(&[])?;
     let transfer_id = params::transfer_id(&transfer_id)?;
-    let transfer = read_models::transfer(&state.pool, transfer_id).await?;
+    let transfer = state.read(async |connection| read_models::transfer(connection, transfer_id).await).await?;
     transfer.map(Json).ok_or(ApiError::TransferNotFound { transfer_id })
 }
 
@@ -37,5 +37,7 @@ pub async fn by_reference(State(state): State<AppState>, query: QueryParams) -> 
             format!("must have 1 to {REFERENCE_LENGTH_MAX} characters and no control characters"),
         )
     })?;
-    Ok(Json(TransferList { items: read_models::transfers_by_reference(&state.pool, reference).await? }))
+    Ok(Json(TransferList {
+        items: state.read(async |connection| read_models::transfers_by_reference(connection, reference).await).await?,
+    }))
 }

@@ -23,7 +23,7 @@ pub async fn one(
 ) -> Result<Json<WalletView>, ApiError> {
     query.allow(&[])?;
     let wallet_id = params::wallet_id(&wallet_id)?;
-    let wallet = read_models::wallet(&state.pool, wallet_id).await?;
+    let wallet = state.read(async |connection| read_models::wallet(connection, wallet_id).await).await?;
     wallet.map(Json).ok_or(ApiError::WalletNotFound { wallet_id })
 }
 
@@ -40,5 +40,7 @@ pub async fn of_owner(
             format!("must have 1 to {OWNER_ID_LENGTH_MAX} characters and no control characters"),
         )
     })?;
-    Ok(Json(WalletList { items: read_models::owner_wallets(&state.pool, &owner_id).await? }))
+    Ok(Json(WalletList {
+        items: state.read(async |connection| read_models::owner_wallets(connection, &owner_id).await).await?,
+    }))
 }
