@@ -16,7 +16,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// How long a connection may sit idle and still be lent without a ping first (Postgres may have restarted).
-pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Connections {
     pool: PgPool,

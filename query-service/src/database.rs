@@ -41,26 +41,16 @@ pub fn read_only_options(base: PgConnectOptions, config: &Config) -> PgConnectOp
     ])
 }
 
-/// The pool that serves requests. Lazy: connections open on first use, so start-up survives a Postgres
-/// that is still booting, and the schema wait retries.
-///
-/// A connection is pinged before use only if it sat idle for [`crate::connections::PING_IDLE_AFTER`]: sqlx's default pings before
-/// every acquire, a second round trip for every read (most reads are one primary-key lookup). A connection
-/// in steady use has just answered; one idle for a while (Postgres may have restarted meanwhile) is checked.
+/// The pool that serves requests, through [`crate::connections::Connections`], and the checkpoint follower. Lazy:
+/// connections open on first use, so start-up survives a Postgres that is still booting, and the schema wait
+/// retries. Requests lease connections and return them without a ping; the pool itself keeps sqlx's ping before
+/// every acquire, since it is acquired from only when the lender has no idle connection, by the checkpoint
+/// follower and by health checks.
 pub fn read_only_pool(base: PgConnectOptions, config: &Config) -> PgPool {
     PgPoolOptions::new()
-        // One more than requests lease, for the checkpoint follower, health checks and ownership checks.
+        // One more than requests lease, for the checkpoint follower and health checks.
         .max_connections(config.database_pool_size + 1)
         .acquire_timeout(config.database_acquire_timeout())
-        .test_before_acquire(false)
-        .before_acquire(|connection, metadata| {
-            Box::pin(async move {
-                if metadata.idle_for >= crate::connections::PING_IDLE_AFTER {
-                    sqlx::Connection::ping(connection).await?;
-                }
-                Ok(true)
-            })
-        })
         .connect_lazy_with(read_only_options(base, config))
 }
 
