@@ -348,7 +348,8 @@ enum AttemptError {
         conflict: bool,
         cause: anyhow::Error,
     },
-    /// An idempotency key of the batch had an answer stored already: decide again after reading the answers.
+    /// An idempotency key of the batch had an answer stored already, and the attempt had not read the stored
+    /// answers: decide again after reading them.
     KeyUsed,
     Fatal(anyhow::Error),
 }
@@ -429,17 +430,10 @@ impl Appender {
                         self.recent.remember(&requests);
                         break Ok(outcomes);
                     }
-                    Err(AttemptError::KeyUsed) if !read_answers => {
+                    // Only without the read (see `attempt`): decide again, reading the stored answers first.
+                    Err(AttemptError::KeyUsed) => {
                         metrics::counter!("tally_append_retries_total").increment(1);
                         read_answers = true;
-                    }
-                    Err(AttemptError::KeyUsed) => {
-                        // Read, yet taken: another process stored it since; only bounded retries as any race.
-                        if attempt >= self.append_retries_max {
-                            break Err(ExecuteError::ConcurrencyConflict);
-                        }
-                        attempt += 1;
-                        metrics::counter!("tally_append_retries_total").increment(1);
                     }
                     Err(AttemptError::Retryable { conflict, cause }) if attempt < self.append_retries_max => {
                         attempt += 1;
@@ -683,7 +677,16 @@ impl Appender {
             })
             .collect();
         if !completions.is_empty() {
-            event_store::store_answers(&mut transaction, &completions, now).await?;
+            event_store::store_answers(&mut transaction, &completions, now).await.map_err(|error| {
+                match AttemptError::from(error) {
+                    // Read, yet taken: another process stored the key since the read, a race like any other.
+                    AttemptError::KeyUsed if read_answers => AttemptError::Retryable {
+                        conflict: true,
+                        cause: anyhow::anyhow!("another process stored an idempotency key of the batch meanwhile"),
+                    },
+                    other => other,
+                }
+            })?;
         }
         clock.lap("store_state");
         transaction.commit().await?;
