@@ -75,6 +75,7 @@ pub struct Spread {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub closed_loop_cpu_percent: BTreeMap<String, f64>,
     pub closed_loop_appender: Appender,
+    pub open_loop_appender: Appender,
     /// Closed loop: events appended and bytes left on disk (event store tables, indexes, TOAST) per command.
     pub closed_loop_events_per_command: Option<f64>,
     pub closed_loop_bytes_per_command: Option<f64>,
@@ -92,6 +93,25 @@ pub struct Appender {
     pub mean_batch_size: Option<f64>,
     pub retries: Option<f64>,
     pub conflicts: Option<f64>,
+    /// Mean time of a batch attempt in each phase (`tally_append_phase_seconds`), in milliseconds.
+    pub phase_mean_ms: BTreeMap<String, f64>,
+}
+
+impl Appender {
+    /// One line for the log: batches, their mean size, and where a batch's time goes.
+    pub fn describe(&self) -> String {
+        let mut line = match (self.batches_per_s, self.mean_batch_size) {
+            (Some(batches), Some(size)) => format!("appender: {batches:.0} batches/s of {size:.1} commands on average"),
+            _ => "appender: no metrics".to_owned(),
+        };
+        if !self.phase_mean_ms.is_empty() {
+            line.push_str("; mean ms per phase:");
+            for (phase, mean_ms) in &self.phase_mean_ms {
+                let _ = write!(line, " {phase} {mean_ms:.1}");
+            }
+        }
+        line
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

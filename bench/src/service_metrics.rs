@@ -8,9 +8,13 @@ use std::time::Duration;
 use crate::http::{Pool, Request};
 use crate::report::Appender;
 
-/// Every sample of a scrape, summed over labels, by metric name (quantile lines left out).
+/// Every sample of a scrape, summed over labels, by metric name (quantile lines left out), and the
+/// append phases' sums and counts by phase.
 #[derive(Debug, Clone, Default)]
-pub struct Scrape(BTreeMap<String, f64>);
+pub struct Scrape {
+    totals: BTreeMap<String, f64>,
+    phases: BTreeMap<String, (f64, f64)>,
+}
 
 /// Reads `GET /metrics`; an unreachable or unreadable endpoint gives an empty scrape.
 pub async fn scrape(pool: &Pool) -> Scrape {
@@ -21,23 +25,31 @@ pub async fn scrape(pool: &Pool) -> Scrape {
 }
 
 fn parse(text: &str) -> Scrape {
-    let mut samples = BTreeMap::new();
+    let mut scrape = Scrape::default();
     for line in text.lines() {
         if line.starts_with('#') || line.contains("quantile=") {
             continue;
         }
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let name = series.split('{').next().unwrap_or(series);
-        if let Ok(value) = value.parse::<f64>() {
-            *samples.entry(name.to_owned()).or_default() += value;
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        *scrape.totals.entry(name.to_owned()).or_default() += value;
+        let phase = labels.split_once("phase=\"").and_then(|(_, rest)| rest.split_once('"')).map(|(phase, _)| phase);
+        if let Some(phase) = phase {
+            let entry = scrape.phases.entry(phase.to_owned()).or_default();
+            match name {
+                "tally_append_phase_seconds_sum" => entry.0 += value,
+                "tally_append_phase_seconds_count" => entry.1 += value,
+                _ => {}
+            }
         }
     }
-    Scrape(samples)
+    scrape
 }
 
 impl Scrape {
     fn delta(&self, later: &Scrape, name: &str) -> Option<f64> {
-        Some(later.0.get(name)? - self.0.get(name).copied().unwrap_or(0.0))
+        Some(later.totals.get(name)? - self.totals.get(name).copied().unwrap_or(0.0))
     }
 
     /// The appender's work between `self` and `later`.
@@ -53,6 +65,15 @@ impl Scrape {
             },
             retries: self.delta(later, "tally_append_retries_total").or(Some(0.0)).filter(|_| batches.is_some()),
             conflicts: self.delta(later, "tally_append_conflicts_total").or(Some(0.0)).filter(|_| batches.is_some()),
+            phase_mean_ms: later
+                .phases
+                .iter()
+                .filter_map(|(phase, (sum, count))| {
+                    let (sum_before, count_before) = self.phases.get(phase).copied().unwrap_or_default();
+                    let count = count - count_before;
+                    (count > 0.0).then(|| (phase.clone(), ((sum - sum_before) / count * 1e4).round() / 10.0))
+                })
+                .collect(),
         }
     }
 }
@@ -81,6 +102,22 @@ mod tests {
     #[test]
     fn labelled_series_are_summed() {
         let scrape = parse("x_total{route=\"a\"} 2\nx_total{route=\"b\"} 3\n");
-        assert_eq!(scrape.0.get("x_total"), Some(&5.0));
+        assert_eq!(scrape.totals.get("x_total"), Some(&5.0));
+    }
+
+    #[test]
+    fn phase_means_are_per_phase() {
+        let before = parse(
+            "tally_append_phase_seconds_sum{phase=\"load\"} 1\ntally_append_phase_seconds_count{phase=\"load\"} 10\n",
+        );
+        let after = parse(
+            "tally_append_phase_seconds_sum{phase=\"load\"} 1.5\n\
+             tally_append_phase_seconds_count{phase=\"load\"} 110\n\
+             tally_append_phase_seconds_sum{phase=\"commit\"} 0.2\n\
+             tally_append_phase_seconds_count{phase=\"commit\"} 100\n",
+        );
+        let appender = before.appender_until(&after, Duration::from_secs(1));
+        assert_eq!(appender.phase_mean_ms.get("load"), Some(&5.0));
+        assert_eq!(appender.phase_mean_ms.get("commit"), Some(&2.0));
     }
 }

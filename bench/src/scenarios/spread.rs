@@ -50,10 +50,7 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
         closed.rejected_summary(),
         closed.errors_summary()
     );
-    let appender = &spread.closed_loop_appender;
-    if let (Some(batches), Some(size)) = (appender.batches_per_s, appender.mean_batch_size) {
-        eprintln!("    appender: {batches:.0} batches/s of {size:.1} commands on average");
-    }
+    eprintln!("    {}", spread.closed_loop_appender.describe());
     if let (Some(events), Some(bytes)) = (spread.closed_loop_events_per_command, spread.closed_loop_bytes_per_command) {
         eprintln!("    per command: {events:.2} events, {bytes:.0} bytes on disk");
     }
@@ -65,9 +62,12 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
     bench.settle(population.wallets[0]).await;
     tokio::time::sleep(PAUSE).await;
     let open_rate = rate * 0.5;
+    let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
     let before = bench.processes.track();
     let open = load::open_loop(&bench.commands.pool, open_rate, bench.plan.spread_open, mix).await;
     spread.open_loop_cpu_percent = before.finish();
+    spread.open_loop_appender =
+        metrics_before.appender_until(&service_metrics::scrape(&bench.commands.pool).await, open.elapsed);
     eprintln!("    open loop {}", cpu::describe(&spread.open_loop_cpu_percent));
     spread.open_loop_rate_per_s = Some(open_rate.round());
     spread.p50_ms = Some(open.latency_ms(0.5));
@@ -86,5 +86,6 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
         open.dropped,
         open.errors_summary()
     );
+    eprintln!("    {}", spread.open_loop_appender.describe());
     Ok(())
 }
