@@ -133,42 +133,23 @@ pub struct NewEvent {
     pub hash: [u8; 32],
 }
 
-/// Takes the append lock, held until the transaction ends: call it before [`append`].
-pub async fn lock_appends(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *connection).await?;
-    Ok(())
-}
-
-/// Inserts `events` and returns each event's position by event id; the transaction must hold the append
-/// lock ([`lock_appends`]). The `(stream_id, version)` unique constraint rejects the whole transaction if any
-/// stream moved since its snapshot was read: that, not a check in Rust, is what stops a lost race.
-#[tracing::instrument(skip_all, fields(events = events.len()))]
-pub async fn append(connection: &mut PgConnection, events: &[NewEvent]) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-    let stream_ids: Vec<&str> = events.iter().map(|event| event.stream_id.as_str()).collect();
-    let versions: Vec<i64> = events.iter().map(|event| event.version).collect();
-    let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-    let event_types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
-    let data: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.data)).collect();
-    let metadata: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&*event.metadata)).collect();
-    let recorded_at: Vec<DateTime<Utc>> = events.iter().map(|event| event.recorded_at).collect();
-    let hashes: Vec<&[u8]> = events.iter().map(|event| event.hash.as_slice()).collect();
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[],
-                              $7::timestamptz[], $8::bytea[])
-         RETURNING event_id, position",
+/// Takes the append lock, held until the transaction ends, then draws `count` positions from the events'
+/// sequence, ascending. Everyone who draws from that sequence holds this lock first, so positions are
+/// handed out one transaction at a time and position order is commit order (ARCHITECTURE.md, "Ordering").
+/// One round trip: the series' length is only known once the lock is held, so no position can be drawn
+/// before it.
+pub async fn reserve_positions(connection: &mut PgConnection, count: usize) -> Result<Vec<i64>, sqlx::Error> {
+    let count = i32::try_from(count).map_err(|_| sqlx::Error::Protocol(format!("{count} positions at once")))?;
+    let mut positions: Vec<i64> = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('events', 'position'))
+         FROM generate_series(1, (SELECT $2::integer FROM pg_advisory_xact_lock($1)))",
     )
-    .bind(&stream_ids)
-    .bind(&versions)
-    .bind(&event_ids)
-    .bind(&event_types)
-    .bind(&data)
-    .bind(&metadata)
-    .bind(&recorded_at)
-    .bind(&hashes)
+    .bind(APPEND_LOCK_KEY)
+    .bind(count)
     .fetch_all(&mut *connection)
     .await?;
-    Ok(rows.into_iter().collect())
+    positions.sort_unstable();
+    Ok(positions)
 }
 
 /// A stream's new snapshot after an append.
@@ -178,36 +159,6 @@ pub struct Snapshot {
     pub head: StreamHead,
     /// The state as JSON text, serialized straight from its type.
     pub state: String,
-}
-
-pub async fn save_snapshots(
-    connection: &mut PgConnection,
-    snapshots: &[Snapshot],
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let stream_ids: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.stream_id.as_str()).collect();
-    let versions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.version).collect();
-    let positions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.position).collect();
-    let states: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.state.as_str()).collect();
-    let hashes: Vec<&[u8]> = snapshots.iter().map(|snapshot| snapshot.head.last_hash.as_slice()).collect();
-    sqlx::query(
-        "INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
-         SELECT s.stream_id, s.version, s.position, s.state::jsonb, s.last_hash, $6
-         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[])
-             AS s(stream_id, version, position, state, last_hash)
-         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, position = EXCLUDED.position,
-             state = EXCLUDED.state, last_hash = EXCLUDED.last_hash, updated_at = EXCLUDED.updated_at",
-    )
-    .bind(&stream_ids)
-    .bind(&versions)
-    .bind(&positions)
-    .bind(&states)
-    .bind(&hashes)
-    .bind(now)
-    .execute(&mut *connection)
-    .await
-    .context("save stream snapshots")?;
-    Ok(())
 }
 
 /// A decided command's answer, stored under its idempotency key.
@@ -221,51 +172,113 @@ pub struct Completion<'a> {
     pub position: Option<i64>,
 }
 
-/// Stores the answers of decided commands. A key another transaction stored meanwhile (another process
-/// took the same key at the same moment) fails the primary key: the batch is retried, and then replays
-/// that answer. A transaction still holding such a key makes this wait for its outcome.
-pub async fn store_answers(
-    connection: &mut PgConnection,
-    completions: &[Completion<'_>],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+/// Everything a decided batch writes.
+#[derive(Debug)]
+pub struct BatchWrite<'a> {
+    /// The new events, each with its position from [`reserve_positions`] (same order, same length).
+    pub events: &'a [NewEvent],
+    pub positions: &'a [i64],
+    /// The touched streams' new snapshots, stamped `recorded_at`.
+    pub snapshots: &'a [Snapshot],
+    pub recorded_at: DateTime<Utc>,
+    /// New user wallets: `(owner_id, asset, wallet_id)`.
+    pub owners: &'a [(String, String, Uuid)],
+    /// The answers to store, stamped `now`.
+    pub completions: &'a [Completion<'a>],
+    pub now: DateTime<Utc>,
+}
+
+impl BatchWrite<'_> {
+    /// Nothing to write: every command of the batch was answered from its stored answer.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.snapshots.is_empty() && self.owners.is_empty() && self.completions.is_empty()
+    }
+}
+
+/// Writes a batch in one statement: its events, the touched streams' snapshots, new owners and the answers.
+/// Constraints, not checks in Rust, stop every race, and each failure names its constraint:
+/// - `events_stream_version_key`: a stream moved since its snapshot was read (a lost race);
+/// - `idempotency_keys_pkey`: another process stored one of the keys meanwhile; a transaction still
+///   holding such a key makes this wait for its outcome;
+/// - `wallet_owners_pkey`: another process opened a wallet for the same `(owner_id, asset)` meanwhile.
+#[tracing::instrument(skip_all, fields(events = batch.events.len(), answers = batch.completions.len()))]
+pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) -> Result<(), sqlx::Error> {
+    let BatchWrite { events, positions, snapshots, recorded_at, owners, completions, now } = batch;
+    assert_eq!(events.len(), positions.len(), "one reserved position per event");
+    let stream_ids: Vec<&str> = events.iter().map(|event| event.stream_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|event| event.version).collect();
+    let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+    let event_types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
+    let data: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.data)).collect();
+    let metadata: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&*event.metadata)).collect();
+    let event_recorded_at: Vec<DateTime<Utc>> = events.iter().map(|event| event.recorded_at).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|event| event.hash.as_slice()).collect();
+
+    let snapshot_ids: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.stream_id.as_str()).collect();
+    let snapshot_versions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.version).collect();
+    let snapshot_positions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.head.position).collect();
+    let states: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.state.as_str()).collect();
+    let last_hashes: Vec<&[u8]> = snapshots.iter().map(|snapshot| snapshot.head.last_hash.as_slice()).collect();
+
+    let owner_ids: Vec<&str> = owners.iter().map(|(owner, _, _)| owner.as_str()).collect();
+    let owner_assets: Vec<&str> = owners.iter().map(|(_, asset, _)| asset.as_str()).collect();
+    let owner_wallets: Vec<Uuid> = owners.iter().map(|(_, _, wallet)| *wallet).collect();
+
     let principals: Vec<&str> = completions.iter().map(|completion| completion.principal).collect();
     let keys: Vec<&str> = completions.iter().map(|completion| completion.idempotency_key).collect();
     let fingerprints: Vec<&[u8]> = completions.iter().map(|completion| completion.fingerprint.as_slice()).collect();
     let statuses: Vec<i16> = completions.iter().map(|completion| completion.status as i16).collect();
     let bodies: Vec<Json<&serde_json::Value>> = completions.iter().map(|completion| Json(completion.body)).collect();
-    let positions: Vec<Option<i64>> = completions.iter().map(|completion| completion.position).collect();
+    let answer_positions: Vec<Option<i64>> = completions.iter().map(|completion| completion.position).collect();
+
     sqlx::query(
-        "INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, position, created_at)
-         SELECT c.*, $7 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::smallint[], $5::jsonb[], $6::bigint[]) AS c",
+        "WITH appended AS (
+             INSERT INTO events (position, stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+             OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::jsonb[],
+                                  $7::jsonb[], $8::timestamptz[], $9::bytea[])
+         ), snapshots AS (
+             INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
+             SELECT s.stream_id, s.version, s.position, s.state::jsonb, s.last_hash, $15
+             FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::text[], $14::bytea[])
+                 AS s(stream_id, version, position, state, last_hash)
+             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, position = EXCLUDED.position,
+                 state = EXCLUDED.state, last_hash = EXCLUDED.last_hash, updated_at = EXCLUDED.updated_at
+         ), owners AS (
+             INSERT INTO wallet_owners (owner_id, asset, wallet_id)
+             SELECT * FROM unnest($16::text[], $17::text[], $18::uuid[])
+         )
+         INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, position, created_at)
+         SELECT c.*, $25 FROM unnest($19::text[], $20::text[], $21::bytea[], $22::smallint[], $23::jsonb[], $24::bigint[])
+             AS c",
     )
+    .bind(positions)
+    .bind(&stream_ids)
+    .bind(&versions)
+    .bind(&event_ids)
+    .bind(&event_types)
+    .bind(&data)
+    .bind(&metadata)
+    .bind(&event_recorded_at)
+    .bind(&hashes)
+    .bind(&snapshot_ids)
+    .bind(&snapshot_versions)
+    .bind(&snapshot_positions)
+    .bind(&states)
+    .bind(&last_hashes)
+    .bind(recorded_at)
+    .bind(&owner_ids)
+    .bind(&owner_assets)
+    .bind(&owner_wallets)
     .bind(&principals)
     .bind(&keys)
     .bind(&fingerprints)
     .bind(&statuses)
     .bind(&bodies)
-    .bind(&positions)
+    .bind(&answer_positions)
     .bind(now)
     .execute(&mut *connection)
     .await?;
-    Ok(())
-}
-
-/// Records new user wallets; the primary key refuses a second wallet for one `(owner_id, asset)`.
-pub async fn insert_owners(connection: &mut PgConnection, owners: &[(String, String, Uuid)]) -> anyhow::Result<()> {
-    if owners.is_empty() {
-        return Ok(());
-    }
-    let owner_ids: Vec<&str> = owners.iter().map(|(owner, _, _)| owner.as_str()).collect();
-    let assets: Vec<&str> = owners.iter().map(|(_, asset, _)| asset.as_str()).collect();
-    let wallet_ids: Vec<Uuid> = owners.iter().map(|(_, _, wallet)| *wallet).collect();
-    sqlx::query("INSERT INTO wallet_owners (owner_id, asset, wallet_id) SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])")
-        .bind(&owner_ids)
-        .bind(&assets)
-        .bind(&wallet_ids)
-        .execute(&mut *connection)
-        .await
-        .context("record wallet owners")?;
     Ok(())
 }
 

@@ -31,7 +31,7 @@ use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::event_store::{self, Completion, NewEvent, Snapshot, StreamHead};
+use crate::event_store::{self, BatchWrite, Completion, NewEvent, Snapshot, StreamHead};
 use crate::notify::Notifier;
 
 /// Rounds of dependency loading at most: a wallet names its asset, the asset its system wallets.
@@ -591,22 +591,17 @@ impl Appender {
             }
         }
 
-        // 4. Append, then store snapshots, owners and answers, all in this transaction.
+        // 4. Draw positions under the append lock, then write events, snapshots, owners and answers at once.
         clock.lap("decide");
         let positions = if events.is_empty() {
-            HashMap::new()
+            Vec::new()
         } else {
-            event_store::lock_appends(&mut transaction).await?;
-            clock.lap("lock_wait");
-            let positions = event_store::append(&mut transaction, &events).await?;
-            clock.lap("insert_events");
+            let positions = event_store::reserve_positions(&mut transaction, events.len()).await?;
+            clock.lap("reserve_positions");
             positions
         };
         let position_at = |index: usize| -> anyhow::Result<i64> {
-            positions
-                .get(&events[index].event_id)
-                .copied()
-                .ok_or_else(|| anyhow::anyhow!("an appended event has no position"))
+            positions.get(index).copied().ok_or_else(|| anyhow::anyhow!("an appended event has no position"))
         };
         let mut snapshots = Vec::with_capacity(touched.len());
         let mut owners = Vec::new();
@@ -628,8 +623,6 @@ impl Appender {
                 learned.push((stream.clone(), state));
             }
         }
-        event_store::save_snapshots(&mut transaction, &snapshots, recorded_at).await?;
-        event_store::insert_owners(&mut transaction, &owners).await?;
 
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(decisions.len());
         // Which requests were decided here, with their positions: their answers are stored below.
@@ -676,8 +669,17 @@ impl Appender {
                 position,
             })
             .collect();
-        if !completions.is_empty() {
-            event_store::store_answers(&mut transaction, &completions, now).await.map_err(|error| {
+        let write = BatchWrite {
+            events: &events,
+            positions: &positions,
+            snapshots: &snapshots,
+            recorded_at,
+            owners: &owners,
+            completions: &completions,
+            now,
+        };
+        if !write.is_empty() {
+            event_store::write_batch(&mut transaction, &write).await.map_err(|error| {
                 match AttemptError::from(error) {
                     // Read, yet taken: another process stored the key since the read, a race like any other.
                     AttemptError::KeyUsed if read_answers => AttemptError::Retryable {
@@ -688,7 +690,7 @@ impl Appender {
                 }
             })?;
         }
-        clock.lap("store_state");
+        clock.lap("write");
         transaction.commit().await?;
         clock.lap("commit");
         for (stream, state) in learned {
@@ -696,7 +698,7 @@ impl Appender {
         }
         metrics::counter!("tally_appended_events_total").increment(events.len() as u64);
         metrics::counter!("tally_commands_total").increment(completions.len() as u64);
-        let head = positions.values().max().copied();
+        let head = positions.last().copied();
         Ok((outcomes, head))
     }
 

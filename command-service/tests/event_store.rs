@@ -91,3 +91,35 @@ async fn every_stored_event_chains_to_the_previous_one_and_snapshots_hold_the_la
     assert_eq!(mismatched, 0);
     app.stop().await;
 }
+
+/// Position order is commit order only if nobody draws a position before holding the append lock: a
+/// reservation must wait for the lock's holder, and the sequence must not move until it has the lock.
+#[sqlx::test(migrations = "../migrations")]
+async fn positions_are_drawn_only_under_the_append_lock(pool: PgPool) {
+    use command_service::event_store::{reserve_positions, APPEND_LOCK_KEY};
+    use std::time::Duration;
+
+    async fn last_drawn(pool: &PgPool) -> (i64, bool) {
+        sqlx::query_as("SELECT last_value, is_called FROM events_position_seq").fetch_one(pool).await.unwrap()
+    }
+    let before = last_drawn(&pool).await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *holder).await.unwrap();
+
+    let reserving = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut transaction = pool.begin().await.unwrap();
+            let positions = reserve_positions(&mut transaction, 5).await.unwrap();
+            transaction.commit().await.unwrap();
+            positions
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!reserving.is_finished(), "a reservation went ahead while another transaction held the append lock");
+    assert_eq!(last_drawn(&pool).await, before, "positions were drawn before the append lock was held");
+
+    holder.commit().await.unwrap();
+    let positions = reserving.await.unwrap();
+    assert_eq!(positions, vec![1, 2, 3, 4, 5], "one transaction's positions are consecutive and ascending");
+}
