@@ -5,12 +5,14 @@
 //! - [`auth`]: the token file, bearer verification, [`Principal`], [`Scope`] and per-token rate limits.
 //! - [`routes`]: [`Routes`], the one route table a service declares: it builds the router, guards each route
 //!   with its scope, and is what the OpenAPI document is checked against.
+//! - [`admission`]: metrics, limits and the guard of every request, as one tower service.
 //! - [`limits`]: in-flight, body-size and time limits, each refused with its own problem code.
 //! - [`observe`]: request ids, the per-request tracing span, HTTP metrics and the process's Prometheus recorder.
 //! - [`openapi`]: completes a service's generated document (security, problem responses) and serves it
 //!   with the `/docs` UI, whose assets are embedded in the binary.
 //! - [`problem`]: `application/problem+json` responses.
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod limits;
@@ -25,33 +27,35 @@ pub use routes::{Access, Guard, RouteSpec, Routes};
 
 use std::sync::Arc;
 
+use admission::Admission;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::middleware::{self, Next};
 use axum::Router;
+use limits::Limits;
+use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 /// Wraps a service's router (its own middleware included) in the edge every request crosses, outermost first:
-/// a bounded request id (made when absent, echoed in the answer), the request's span, HTTP metrics (which see
-/// every answer, refusals included), the in-flight limit, the body limit, the request timeout, and the route
-/// table's [`Guard`] (tokens, rate limits, scopes), so that nothing of the service runs for a refused request.
+/// a bounded request id (made when absent, echoed in the answer), the request's span, then [`Admission`]:
+/// HTTP metrics (which see every answer, refusals included), the in-flight limit, the body limit, the route
+/// table's [`Guard`] (tokens, rate limits, scopes) and the request timeout, so that nothing of the service
+/// runs for a refused request.
+///
+/// The stack is one layer of plain services, so that a request in flight costs one boxed route future
+/// besides its handler's, not one per check.
 pub fn wrap<S: Clone + Send + Sync + 'static>(router: Router<S>, guard: Guard, config: &EdgeConfig) -> Router<S> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency_max));
-    let body_bytes_max = config.body_bytes_max;
-    let timeout = config.request_timeout();
-    router
-        .layer(middleware::from_fn(move |request: Request, next: Next| guard.clone().check(request, next)))
-        .layer(middleware::from_fn(move |request: Request, next: Next| limits::time(timeout, request, next)))
-        .layer(DefaultBodyLimit::max(body_bytes_max))
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            limits::declared_body_size(body_bytes_max, request, next)
-        }))
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            limits::in_flight(permits.clone(), request, next)
-        }))
-        .layer(middleware::from_fn(observe::http_metrics))
-        .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID_HEADER))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| observe::request_span(request)))
-        .layer(SetRequestIdLayer::new(observe::REQUEST_ID_HEADER, observe::MakeRequestIdV7))
-        .layer(middleware::from_fn(observe::bound_request_id))
+    let limits = Limits {
+        permits: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
+        body_bytes_max: config.body_bytes_max,
+        timeout: config.request_timeout(),
+    };
+    router.layer(
+        ServiceBuilder::new()
+            .map_request(observe::bound_request_id)
+            .layer(SetRequestIdLayer::new(observe::REQUEST_ID_HEADER, observe::MakeRequestIdV7))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| observe::request_span(request)))
+            .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID_HEADER))
+            .layer(Admission::new(guard, limits))
+            .layer(DefaultBodyLimit::max(config.body_bytes_max)),
+    )
 }

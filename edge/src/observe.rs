@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::request_id::{MakeRequestId, RequestId};
@@ -56,7 +55,7 @@ impl MakeRequestId for MakeRequestIdV7 {
 
 /// Drops a client's request id that is empty, too long or not visible ASCII, so that a fresh one is made:
 /// what lands in logs and event metadata stays bounded and printable.
-pub async fn bound_request_id(mut request: Request, next: Next) -> Response {
+pub fn bound_request_id(mut request: Request) -> Request {
     let usable = request.headers().get(&REQUEST_ID_HEADER).map(|value| {
         let bytes = value.as_bytes();
         (1..=REQUEST_ID_LENGTH_MAX).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
@@ -64,7 +63,7 @@ pub async fn bound_request_id(mut request: Request, next: Next) -> Response {
     if usable == Some(false) {
         request.headers_mut().remove(&REQUEST_ID_HEADER);
     }
-    next.run(request).await
+    request
 }
 
 /// The span of one request: every log line inside it carries the request id (and, once authenticated, the
@@ -81,15 +80,29 @@ pub fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// Counts each request and records its latency, by route template, method and status.
-pub async fn http_metrics(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    let labels = [("route", route), ("method", method.to_owned()), ("status", response.status().as_u16().to_string())];
-    metrics::counter!("tally_http_requests_total", &labels).increment(1);
-    metrics::histogram!("tally_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
-    response
+pub struct HttpMetrics {
+    started: Instant,
+    route: String,
+    method: &'static str,
+}
+
+impl HttpMetrics {
+    pub fn start(request: &Request) -> HttpMetrics {
+        HttpMetrics {
+            started: Instant::now(),
+            route: request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned(),
+            method: method_label(request.method()),
+        }
+    }
+
+    /// Records the request's answer, refusals included.
+    pub fn record(self, response: &Response) {
+        let status = response.status().as_u16().to_string();
+        let labels = [("route", self.route), ("method", self.method.to_owned()), ("status", status)];
+        metrics::counter!("tally_http_requests_total", &labels).increment(1);
+        metrics::histogram!("tally_http_request_duration_seconds", &labels)
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// A bounded set of labels: a client cannot create series with invented methods.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::extract::{MatchedPath, Request};
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
@@ -118,24 +117,26 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub async fn check(self, mut request: Request, next: Next) -> Response {
-        let Some(route) = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned()) else {
-            return next.run(request).await;
-        };
-        let authorized = match self.access.get(&(request.method().clone(), route.clone())) {
-            Some(Access::Open) => return next.run(request).await,
+    /// Lets `request` through, with its [`crate::Principal`] as an extension when the route needs one, or
+    /// returns its refusal.
+    pub fn refuse(&self, request: &mut Request) -> Option<Response> {
+        // An unmatched path goes on to its 404 untouched.
+        let route = request.extensions().get::<MatchedPath>()?;
+        let route = route.as_str();
+        let authorized = match self.access.get(&(request.method().clone(), route.to_owned())) {
+            Some(Access::Open) => return None,
             Some(Access::Scope(scope)) => self.authenticator.authorize(request.headers(), *scope),
             // Another method on a `/v1` path: callers with a valid token learn it is 405, others nothing.
             None if route.starts_with("/v1/") => self.authenticator.authenticate(request.headers()),
-            None => return next.run(request).await,
+            None => return None,
         };
         match authorized {
             Ok(principal) => {
                 tracing::Span::current().record("principal", principal.name.as_str());
                 request.extensions_mut().insert(principal);
-                next.run(request).await
+                None
             }
-            Err(refusal) => refusal.into_response(),
+            Err(refusal) => Some(refusal.into_response()),
         }
     }
 }
