@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::input::CommandInput;
 #[allow(unused_imports)] // named by the OpenAPI attributes only
 use super::CommandHeaders;
-use super::{run, AppState};
+use super::{command_request, run, AppState};
 
 /// Defines an asset (code, scale, optional cash-in fee) and opens its treasury, revenue and fees wallets.
 #[utoipa::path(post, path = "/v1/assets", tag = "assets", params(CommandHeaders), request_body = DefineAssetRequest,
@@ -40,5 +40,5 @@ pub async fn define(
         fees: WalletId(Uuid::now_v7()),
     };
     let command = Command::DefineAsset(DefineAsset { code, scale, cash_in_fee, system_wallets });
-    run(&state, principal, input, command).await
+    run(&state, command_request(principal, input, command)).await
 }

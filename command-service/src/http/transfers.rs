@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::input::CommandInput;
-use super::{metadata, non_negative, optional_text, path_id, positive, run, AppState};
+use super::{command_request, metadata, non_negative, optional_text, path_id, positive, run, AppState};
 #[allow(unused_imports)] // named by the OpenAPI attributes only
 use super::{CommandHeaders, WalletCommandHeaders};
 
@@ -34,7 +34,7 @@ pub async fn transfer(
         reference: optional_text("reference", &request.reference, api::REFERENCE_LENGTH_MAX)?,
         metadata: metadata(&request.metadata)?,
     };
-    run(&state, principal, input, command).await
+    run(&state, command_request(principal, input, command)).await
 }
 
 /// Takes back `amount` (by default what remains) of an earlier transfer, fee included pro rata.
@@ -55,5 +55,5 @@ pub async fn reverse(
         amount: input.body.amount.map(|amount| positive("amount", amount)).transpose()?,
         reason: optional_text("reason", &input.body.reason, api::REASON_LENGTH_MAX)?,
     };
-    run(&state, principal, input, command).await
+    run(&state, command_request(principal, input, command)).await
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::input::CommandInput;
-use super::{metadata, non_negative, optional_text, path_id, positive, run, AppState};
+use super::{command_request, metadata, non_negative, optional_text, path_id, positive, run, AppState, CommandRequest};
 #[allow(unused_imports)] // named by the OpenAPI attributes only
 use super::{CommandHeaders, WalletCommandHeaders};
 
@@ -36,7 +36,7 @@ pub async fn open(
         overdraft_limit: request.overdraft_limit.map(|limit| non_negative("overdraft_limit", limit)).transpose()?,
         metadata: metadata(&request.metadata)?,
     };
-    run(&state, principal, input, command).await
+    run(&state, command_request(principal, input, command)).await
 }
 
 /// One documented, guarded route per action (topup and bonus create money and need the `issue` scope).
@@ -53,7 +53,7 @@ macro_rules! money_route {
             Path(wallet_id): Path<String>,
             input: CommandInput<MoveRequest>,
         ) -> Result<Response, ApiError> {
-            move_money(&state, principal, &wallet_id, $kind, input).await
+            run(&state, move_money(principal, &wallet_id, $kind, input)?).await
         }
     };
 }
@@ -79,13 +79,12 @@ money_route!(
     "Treasury → wallet, then the asset's cash-in fee wallet → fees."
 );
 
-async fn move_money(
-    state: &AppState,
+fn move_money(
     principal: Principal,
     wallet_id: &str,
     kind: TransferKind,
     input: CommandInput<MoveRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<CommandRequest, ApiError> {
     let wallet_id = WalletId(path_id("wallet_id", wallet_id)?);
     let body = &input.body;
     let command = Command::Move {
@@ -96,7 +95,7 @@ async fn move_money(
         reference: optional_text("reference", &body.reference, api::REFERENCE_LENGTH_MAX)?,
         metadata: metadata(&body.metadata)?,
     };
-    run(state, principal, input, command).await
+    Ok(command_request(principal, input, command))
 }
 
 macro_rules! status_route {
@@ -112,7 +111,7 @@ macro_rules! status_route {
             Path(wallet_id): Path<String>,
             input: CommandInput<StatusRequest>,
         ) -> Result<Response, ApiError> {
-            change_status(&state, principal, &wallet_id, $change, input).await
+            run(&state, change_status(principal, &wallet_id, $change, input)?).await
         }
     };
 }
@@ -131,14 +130,13 @@ status_route!(
     "Closed for good; only with a zero balance."
 );
 
-async fn change_status(
-    state: &AppState,
+fn change_status(
     principal: Principal,
     wallet_id: &str,
     change: StatusCommand,
     input: CommandInput<StatusRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<CommandRequest, ApiError> {
     let wallet_id = WalletId(path_id("wallet_id", wallet_id)?);
     let reason = optional_text("reason", &input.body.reason, api::REASON_LENGTH_MAX)?;
-    run(state, principal, input, Command::ChangeStatus { wallet_id, change, reason }).await
+    Ok(command_request(principal, input, Command::ChangeStatus { wallet_id, change, reason }))
 }
