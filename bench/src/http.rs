@@ -1,6 +1,7 @@
-//! A lean HTTP/1.1 client on hyper's connection API: one keep-alive connection per closed-loop worker,
-//! and a [`Pool`] of them for open-loop runs, so that the load generator spends little of the CPU it
-//! shares with the services it measures.
+//! A lean HTTP client on hyper's connection API: one keep-alive HTTP/1.1 connection per closed-loop
+//! worker, a [`Pool`] of them for open-loop runs, and [`Multiplexed`] HTTP/2 connections that carry many
+//! requests at once, so that the load generator spends little of the CPU it shares with the services it
+//! measures.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
@@ -128,13 +129,42 @@ pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
 }
 
+/// The request as hyper takes it. HTTP/1.1 names the server in `Host`; HTTP/2 in the URI's authority.
+fn build(endpoint: &Endpoint, request: &Request, version: http::Version) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    let mut builder = http::Request::builder().method(request.method.clone()).version(version);
+    builder = if version == http::Version::HTTP_2 {
+        builder.uri(format!("{}{}", endpoint.url, request.path))
+    } else {
+        builder.uri(request.path.as_str()).header(HOST, endpoint.host.clone())
+    };
+    if let Some(authorization) = &endpoint.authorization {
+        builder = builder.header(AUTHORIZATION, authorization.clone());
+    }
+    if request.body.is_some() {
+        builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Some(key) = &request.idempotency_key {
+        builder = builder.header("idempotency-key", key.as_str());
+    }
+    builder.body(Full::new(request.body.clone().unwrap_or_default())).context("build request")
+}
+
+async fn read(response: http::Response<hyper::body::Incoming>) -> anyhow::Result<Response> {
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.context("read response body")?.to_bytes();
+    Ok(Response { status, body })
+}
+
+async fn connect(endpoint: &Endpoint) -> anyhow::Result<TokioIo<TcpStream>> {
+    let stream = TcpStream::connect(endpoint.address).await.with_context(|| format!("connect to {}", endpoint.url))?;
+    stream.set_nodelay(true).context("set TCP_NODELAY")?;
+    Ok(TokioIo::new(stream))
+}
+
 impl Connection {
     pub async fn open(endpoint: &Arc<Endpoint>) -> anyhow::Result<Connection> {
-        let stream =
-            TcpStream::connect(endpoint.address).await.with_context(|| format!("connect to {}", endpoint.url))?;
-        stream.set_nodelay(true).context("set TCP_NODELAY")?;
         let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake")?;
+            hyper::client::conn::http1::handshake(connect(endpoint).await?).await.context("HTTP handshake")?;
         tokio::spawn(async move {
             // Ends when either side closes the connection; a broken one shows up as a failed send.
             let _closed = connection.await;
@@ -147,26 +177,36 @@ impl Connection {
     }
 
     pub async fn send(&mut self, request: &Request) -> anyhow::Result<Response> {
-        let mut builder = http::Request::builder()
-            .method(request.method.clone())
-            .uri(request.path.as_str())
-            .header(HOST, self.endpoint.host.clone());
-        if let Some(authorization) = &self.endpoint.authorization {
-            builder = builder.header(AUTHORIZATION, authorization.clone());
-        }
-        if request.body.is_some() {
-            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        if let Some(key) = &request.idempotency_key {
-            builder = builder.header("idempotency-key", key.as_str());
-        }
-        let http_request =
-            builder.body(Full::new(request.body.clone().unwrap_or_default())).context("build request")?;
+        let http_request = build(&self.endpoint, request, http::Version::HTTP_11)?;
         self.sender.ready().await.context("connection not ready")?;
-        let response = self.sender.send_request(http_request).await.context("send request")?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.context("read response body")?.to_bytes();
-        Ok(Response { status, body })
+        read(self.sender.send_request(http_request).await.context("send request")?).await
+    }
+}
+
+/// One HTTP/2 connection (cleartext, prior knowledge): clones share it, each request on its own stream.
+/// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` bounds the requests in flight at once; more wait here.
+#[derive(Clone)]
+pub struct Multiplexed {
+    endpoint: Arc<Endpoint>,
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl Multiplexed {
+    pub async fn open(endpoint: &Arc<Endpoint>) -> anyhow::Result<Multiplexed> {
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), connect(endpoint).await?)
+                .await
+                .context("HTTP/2 handshake")?;
+        tokio::spawn(async move {
+            let _closed = connection.await;
+        });
+        Ok(Multiplexed { endpoint: endpoint.clone(), sender })
+    }
+
+    pub async fn send(&mut self, request: &Request) -> anyhow::Result<Response> {
+        let http_request = build(&self.endpoint, request, http::Version::HTTP_2)?;
+        self.sender.ready().await.context("connection not ready")?;
+        read(self.sender.send_request(http_request).await.context("send request")?).await
     }
 }
 

@@ -102,9 +102,14 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub read_workers: usize,
 
-    /// Concurrent spends on the hot wallet, each on its own connection.
+    /// Concurrent spends on the hot wallet, all in flight at once.
     #[arg(long, default_value_t = 10_000)]
     pub hot_spends: u64,
+
+    /// Hot-wallet spends carried by one HTTP/2 connection, each on its own stream (at most the server's
+    /// 200 concurrent streams); 0 sends each spend on its own HTTP/1.1 connection instead.
+    #[arg(long, default_value_t = 100)]
+    pub hot_spends_per_connection: u64,
 
     /// What the hot wallet is funded with (scale 0): exactly this many spends of 1 succeed.
     #[arg(long, default_value_t = 5_000)]

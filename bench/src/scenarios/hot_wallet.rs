@@ -1,6 +1,11 @@
-//! hot wallet: one wallet funded with exactly F (scale 0), then N spends of 1 released at once, each on its
-//! own connection. Exactly F must succeed and N − F be refused with `insufficient_funds`, with no error,
-//! and the balance must end at zero: anything else fails the run.
+//! hot wallet: one wallet funded with exactly F (scale 0), then N spends of 1 released at once. Exactly F
+//! must succeed and N − F be refused with `insufficient_funds`, with no error, and the balance must end
+//! at zero: anything else fails the run.
+//!
+//! The spends go as a client library with a connection pool sends them: HTTP/2 streams, 100 per
+//! connection by default, all N in flight at once. `--hot-spends-per-connection 0` gives each its own
+//! HTTP/1.1 connection instead, N connections open at once: command-service's memory then measures
+//! hyper's buffers of so many connections more than Tally (README, Performance).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,7 +15,7 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use crate::cpu;
-use crate::http::Connection;
+use crate::http::{Connection, Endpoint, Multiplexed, Request, Response};
 use crate::load::{self, Tally, Verdict};
 use crate::report::{Check, HotWallet};
 use crate::service_metrics;
@@ -31,18 +36,11 @@ pub async fn run(bench: &Bench, hot: &mut HotWallet) -> anyhow::Result<Vec<Check
     let wallet_id = commands.open_wallet(&format!("bench-hot-{}", commands.keys.run_tag()), &asset).await?;
     commands.move_money(wallet_id, "topup", &funds.to_string()).await?;
 
-    let endpoint = commands.endpoint();
-    let mut connections = Vec::with_capacity(spends as usize);
-    while connections.len() < spends as usize {
-        let wave = CONNECT_WAVE.min(spends as usize - connections.len());
-        for opened in join_all((0..wave).map(|_| Connection::open(endpoint))).await {
-            connections.push(opened.context("open the hot wallet's connections")?);
-        }
-    }
+    let connections = open(commands.endpoint(), spends, bench.config.hot_spends_per_connection).await?;
     let (go, ready) = tokio::sync::watch::channel(false);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut tasks = Vec::with_capacity(connections.len());
-    for mut connection in connections {
+    for mut client in connections {
         let request = commands.move_request(wallet_id, "spend", "1");
         let (mut ready, tally) = (ready.clone(), tally.clone());
         tasks.push(tokio::spawn(async move {
@@ -50,7 +48,7 @@ pub async fn run(bench: &Bench, hot: &mut HotWallet) -> anyhow::Result<Vec<Check
                 return;
             }
             let sent = Instant::now();
-            let verdict = match connection.send(&request).await {
+            let verdict = match client.send(&request).await {
                 Ok(response) => load::judge_command(&response, &["insufficient_funds"]),
                 Err(error) => Verdict::Error(format!("transport: {error:#}")),
             };
@@ -132,6 +130,45 @@ pub async fn run(bench: &Bench, hot: &mut HotWallet) -> anyhow::Result<Vec<Check
         });
     }
     Ok(checks)
+}
+
+/// A spend's way to the server: its own HTTP/1.1 connection, or a stream of a shared HTTP/2 one.
+enum Client {
+    Http1(Connection),
+    Http2(Multiplexed),
+}
+
+impl Client {
+    async fn send(&mut self, request: &Request) -> anyhow::Result<Response> {
+        match self {
+            Client::Http1(connection) => connection.send(request).await,
+            Client::Http2(connection) => connection.send(request).await,
+        }
+    }
+}
+
+/// One client per spend, connected before the spends are released.
+async fn open(endpoint: &Arc<Endpoint>, spends: u64, spends_per_connection: u64) -> anyhow::Result<Vec<Client>> {
+    let spends = spends as usize;
+    let mut clients = Vec::with_capacity(spends);
+    if spends_per_connection == 0 {
+        while clients.len() < spends {
+            let wave = CONNECT_WAVE.min(spends - clients.len());
+            for opened in join_all((0..wave).map(|_| Connection::open(endpoint))).await {
+                clients.push(Client::Http1(opened.context("open the hot wallet's connections")?));
+            }
+        }
+        return Ok(clients);
+    }
+    let connections = spends.div_ceil(spends_per_connection as usize);
+    let mut opened = Vec::with_capacity(connections);
+    for wave in join_all((0..connections).map(|_| Multiplexed::open(endpoint))).await {
+        opened.push(wave.context("open the hot wallet's HTTP/2 connections")?);
+    }
+    for index in 0..spends {
+        clients.push(Client::Http2(opened[index % connections].clone()));
+    }
+    Ok(clients)
 }
 
 /// The wallet's balance in its stream snapshot (scale 0, so a whole number).
