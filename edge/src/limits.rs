@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::header;
-
 use axum::response::Response;
 use tally_shared::api::ProblemCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

@@ -85,10 +85,7 @@ pub async fn run(bench: &Bench, hot: &mut HotWallet) -> anyhow::Result<Vec<Check
         tally.completed() as f64 / elapsed.as_secs_f64(),
         tally.errors_summary()
     );
-    if let (Some(batches), Some(size)) = (hot.appender.batches, hot.appender.mean_batch_size) {
-        eprintln!("    appender: {batches:.0} batches of {size:.1} commands on average");
-        eprintln!("    {}", hot.appender.describe());
-    }
+    eprintln!("    {}", hot.appender.describe());
 
     let refused = spends.saturating_sub(funds);
     let mut checks = vec![
