@@ -7,13 +7,15 @@
 //! one transaction: one fsync for the whole batch (group commit). Each command keeps its own outcome:
 //! a rejected command writes nothing but its idempotency record.
 //!
-//! Appenders overlap where their batches let them: while one commits, the next reads its stored answers
-//! and its streams, and waits for the rows the two share (in spread, the system wallets nearly every batch
-//! touches). They need nothing from each other to be correct, as two processes need nothing: a stream's
-//! row lock makes a batch that touches the streams of another wait for its commit and then read what it
-//! left, and the append lock orders their positions.
+//! Optimistic concurrency: an appender decides against the latest state it knows of each stream (what it
+//! wrote or read last; a plain read for the rest), and writes the batch in one statement that first checks
+//! that every stream read is still at the version it was read at. If one moved (another process wrote it),
+//! nothing is written: the appender forgets those streams, reads them again and decides again, a bounded
+//! number of times. So a batch costs one round trip and one fsync when its streams are known, and appenders
+//! need nothing from each other to be correct, as two processes need nothing: the version check, the
+//! `(stream_id, version)` constraint and the append lock (which orders positions) do it in the database.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,13 +33,13 @@ use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::event_store::{self, BatchWrite, Completion, NewEvent, Snapshot, StreamHead};
+use crate::event_store::{self, AnswerPosition, BatchWrite, Completion, NewEvent, Snapshot, StreamHead, Written};
 use crate::notify::Notifier;
 
 /// Rounds of dependency loading at most: a wallet names its asset, the asset its system wallets.
 const DEPENDENCY_ROUNDS_MAX: usize = 4;
-/// Settled stream states (assets and wallets) cached for navigation at most, before the cache starts over.
-const FACTS_ENTRIES_MAX: usize = 100_000;
+/// Streams (assets and wallets) whose latest state an appender keeps at most, before it starts over.
+const KNOWN_STREAMS_MAX: usize = 100_000;
 /// Idempotency keys remembered as answered by this process, at most (their hashes: 8 bytes and a slot each).
 const RECENT_KEYS_MAX: usize = 200_000;
 /// Pause before retrying a failed batch, doubled on each retry.
@@ -119,7 +121,7 @@ impl Executor {
     pub fn start(pool: PgPool, notifier: Notifier, limits: ExecutorLimits) -> (Executor, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(limits.queue_depth_max);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-        let facts = Arc::new(Mutex::new(HashMap::new()));
+        let known = Arc::new(Mutex::new(HashMap::new()));
         let recent = RecentKeys::new();
         let appenders: Vec<_> = (0..limits.appenders.max(1))
             .map(|_| {
@@ -128,7 +130,7 @@ impl Executor {
                     notifier: notifier.clone(),
                     batch_size_max: limits.batch_size_max,
                     append_retries_max: limits.append_retries_max,
-                    facts: facts.clone(),
+                    known: known.clone(),
                     recent: recent.clone(),
                 };
                 tokio::spawn(appender.run(receiver.clone()))
@@ -244,8 +246,7 @@ impl StreamState {
         text.expect("states serialize to JSON")
     }
 
-    /// Whether the facts navigation relies on (a wallet's asset, an asset's system wallets, a transfer's legs)
-    /// are settled: they never change once a stream exists.
+    /// Whether the stream has any event.
     fn exists(&self) -> bool {
         !matches!(
             self,
@@ -282,16 +283,17 @@ enum Decision {
     Decided { status: u16, draft: serde_json::Value, events: std::ops::Range<usize>, position_of: Option<StreamId> },
 }
 
-/// Settled states of streams, for finding a command's dependencies without a query; shared by the appenders.
-/// Never used to decide.
-type Facts = Arc<Mutex<HashMap<StreamId, StreamState>>>;
+/// The latest state of each stream (asset or wallet) this process knows, from its own writes and its reads,
+/// with its head; shared by the appenders. Batches are decided against it without a read, and written only if
+/// every stream is still at the version known here; when one is not, it is forgotten and read again.
+type Known = Arc<Mutex<HashMap<StreamId, (StreamHead, StreamState)>>>;
 
 struct Appender {
     pool: PgPool,
     notifier: Notifier,
     batch_size_max: usize,
     append_retries_max: u32,
-    facts: Facts,
+    known: Known,
     recent: RecentKeys,
 }
 
@@ -483,37 +485,57 @@ impl Appender {
         }
     }
 
-    /// One transaction: read stored answers (with `read_answers`), load and lock streams, decide in order,
-    /// append, store answers. Returns each command's outcome and the new head position, if anything was appended.
+    /// Reads stored answers (with `read_answers`), loads what the commands depend on, decides them in order and
+    /// writes the batch in one statement, which goes ahead only if every stream read is still at the version
+    /// the decisions saw. Returns each command's outcome and the new head position, if anything was appended.
+    /// On failure the streams read are forgotten, so that the next attempt reads them again.
     async fn attempt(
         &mut self,
         requests: &[&CommandRequest],
         read_answers: bool,
     ) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
-        let now = envelope::truncate_to_micros(Utc::now());
         let mut clock = PhaseClock::start();
-        let mut transaction = self.pool.begin().await?;
-        clock.lap("begin");
+        let mut connection = self.pool.acquire().await?;
+        clock.lap("acquire");
 
         // 1. Answer the keys already used (by an earlier request, or by another process); decide the rest.
         let stored = if read_answers {
             let keys: Vec<KeyId> = requests.iter().map(|request| key_of(request)).collect();
-            let stored = event_store::stored_responses(&mut transaction, &keys).await?;
+            let stored = event_store::stored_responses(&mut connection, &keys).await?;
             clock.lap("read_answers");
             stored
         } else {
             HashMap::new()
         };
 
-        // 2. Load and lock everything the commands to decide depend on.
+        // 2. Load everything the commands to decide depend on.
         let commands: Vec<&Command> = requests
             .iter()
             .filter(|request| !stored.contains_key(&key_of(request)))
             .map(|request| &request.command)
             .collect();
-        let mut learned: Vec<(StreamId, StreamState)> = Vec::new();
-        let (mut world, mut heads) = self.load(&mut transaction, &commands).await?;
+        let loaded = self.load(&mut connection, &commands).await?;
         clock.lap("load");
+        let read: Vec<StreamId> = loaded.read.iter().map(|(stream, _)| stream.clone()).collect();
+        let result = self.decide_and_write(&mut connection, requests, &stored, read_answers, loaded, &mut clock).await;
+        if result.is_err() {
+            self.forget(&read);
+        }
+        result
+    }
+
+    /// Steps 3 and 4 of [`Appender::attempt`].
+    async fn decide_and_write(
+        &mut self,
+        connection: &mut sqlx::PgConnection,
+        requests: &[&CommandRequest],
+        stored: &HashMap<KeyId, event_store::StoredResponse>,
+        read_answers: bool,
+        loaded: Loaded,
+        clock: &mut PhaseClock,
+    ) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
+        let Loaded { mut world, mut heads, read } = loaded;
+        let now = envelope::truncate_to_micros(Utc::now());
         // Never earlier than the last event of any stream touched, so that each stream's `recorded_at`
         // never goes backwards, even across processes whose clocks disagree (`as_of` reads rely on it).
         let recorded_at = heads.values().map(|head| head.recorded_at).fold(now, DateTime::max);
@@ -590,24 +612,14 @@ impl Appender {
                 }
             }
         }
-
-        // 4. Draw positions under the append lock, then write events, snapshots, owners and answers at once.
         clock.lap("decide");
-        let positions = if events.is_empty() {
-            Vec::new()
-        } else {
-            let positions = event_store::reserve_positions(&mut transaction, events.len()).await?;
-            clock.lap("reserve_positions");
-            positions
-        };
-        let position_at = |index: usize| -> anyhow::Result<i64> {
-            positions.get(index).copied().ok_or_else(|| anyhow::anyhow!("an appended event has no position"))
-        };
+
+        // 4. Write events, snapshots, owners and answers at once; the write draws the positions.
         let mut snapshots = Vec::with_capacity(touched.len());
         let mut owners = Vec::new();
+        let mut learned = Vec::with_capacity(touched.len());
         for stream in &touched {
             let head = heads[stream];
-            let position = position_at(last_event_of[stream])?;
             let state = StreamState::of(&world, stream);
             if let (StreamId::Wallet(_), StreamState::Wallet(Wallet::Open(open))) = (stream, &state) {
                 if open.kind == tally_shared::wallet::WalletKind::User && head.version == 1 {
@@ -616,17 +628,17 @@ impl Appender {
             }
             snapshots.push(Snapshot {
                 stream_id: stream.to_string(),
-                head: StreamHead { position, ..head },
+                version: head.version,
+                last_hash: head.last_hash,
+                last_event: last_event_of[stream],
                 state: state.to_snapshot(),
             });
-            if state.exists() {
-                learned.push((stream.clone(), state));
-            }
+            learned.push((stream.clone(), state));
         }
 
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(decisions.len());
-        // Which requests were decided here, with their positions: their answers are stored below.
-        let mut decided: Vec<(usize, Option<i64>)> = Vec::new();
+        // Which requests were decided here, with where their positions come from: their answers are stored.
+        let mut decided: Vec<(usize, AnswerPosition)> = Vec::new();
         for (index, decision) in decisions.into_iter().enumerate() {
             match decision {
                 Decision::Answered(outcome) => outcomes.push(outcome),
@@ -637,22 +649,16 @@ impl Appender {
                         reused_key()
                     });
                 }
-                Decision::Decided { status, mut draft, events: range, position_of } => {
-                    let position = if let Some(last) = range.clone().last() {
-                        Some(position_at(last)?)
-                    } else if let Some(stream) = position_of {
-                        match last_event_of.get(&stream) {
-                            Some(index) => Some(position_at(*index)?),
-                            None => heads.get(&stream).map(|head| head.position),
-                        }
-                    } else {
-                        None
+                Decision::Decided { status, draft, events: range, position_of } => {
+                    let position = match (range.clone().last(), position_of) {
+                        (Some(last), _) => AnswerPosition::Appended(last),
+                        (None, Some(stream)) => match (last_event_of.get(&stream), heads.get(&stream)) {
+                            (Some(index), _) => AnswerPosition::Appended(*index),
+                            (None, Some(head)) => AnswerPosition::Existing(head.position),
+                            (None, None) => AnswerPosition::None,
+                        },
+                        (None, None) => AnswerPosition::None,
                     };
-                    if let (Some(position), Some(fields)) = (position, draft.as_object_mut()) {
-                        if status < 300 {
-                            fields.insert("position".to_owned(), json!(position));
-                        }
-                    }
                     decided.push((index, position));
                     outcomes.push(Outcome { status, body: draft, replayed: false });
                 }
@@ -667,19 +673,24 @@ impl Appender {
                 status: outcomes[index].status,
                 body: &outcomes[index].body,
                 position,
+                shows_position: shows_position(outcomes[index].status),
             })
             .collect();
+        let expected: Vec<(String, i64)> =
+            read.iter().map(|(stream, version)| (stream.to_string(), *version)).collect();
         let write = BatchWrite {
+            expected: &expected,
             events: &events,
-            positions: &positions,
             snapshots: &snapshots,
             recorded_at,
             owners: &owners,
             completions: &completions,
             now,
         };
-        if !write.is_empty() {
-            event_store::write_batch(&mut transaction, &write).await.map_err(|error| {
+        let positions = if write.is_empty() {
+            Vec::new()
+        } else {
+            let written = event_store::write_batch(connection, &write).await.map_err(|error| {
                 match AttemptError::from(error) {
                     // Read, yet taken: another process stored the key since the read, a race like any other.
                     AttemptError::KeyUsed if read_answers => AttemptError::Retryable {
@@ -689,54 +700,83 @@ impl Appender {
                     other => other,
                 }
             })?;
-        }
+            match written {
+                Written::Appended { positions } => positions,
+                Written::Stale => {
+                    return Err(AttemptError::Retryable {
+                        conflict: true,
+                        cause: anyhow::anyhow!("a stream the batch was decided against moved since it was read"),
+                    })
+                }
+            }
+        };
         clock.lap("write");
-        transaction.commit().await?;
-        clock.lap("commit");
+
+        let positions_of: Vec<(usize, Option<i64>)> = decided
+            .iter()
+            .map(|&(index, position)| {
+                let position = match position {
+                    AnswerPosition::Appended(event) => Some(positions[event]),
+                    AnswerPosition::Existing(position) => Some(position),
+                    AnswerPosition::None => None,
+                };
+                (index, position)
+            })
+            .collect();
+        drop(completions);
+        for (index, position) in positions_of {
+            let outcome = &mut outcomes[index];
+            if let (Some(position), Some(fields), true) =
+                (position, outcome.body.as_object_mut(), shows_position(outcome.status))
+            {
+                fields.insert("position".to_owned(), json!(position));
+            }
+        }
         for (stream, state) in learned {
-            self.remember(stream, state);
+            let head = StreamHead { position: positions[last_event_of[&stream]], ..heads[&stream] };
+            self.remember(stream, head, state);
         }
         metrics::counter!("tally_appended_events_total").increment(events.len() as u64);
-        metrics::counter!("tally_commands_total").increment(completions.len() as u64);
+        metrics::counter!("tally_commands_total").increment(decided.len() as u64);
         let head = positions.last().copied();
         Ok((outcomes, head))
     }
 
-    /// Loads the states `commands` depend on. Dependencies are found through cached settled facts where
-    /// possible (a plain read otherwise), then every stream is read again under its row lock, all in one
-    /// ordered statement: the locked read is what commands are decided against.
+    /// Gathers what `commands` depend on: from what this process knows of each stream where it can, with a
+    /// plain read of the rest (several rounds: a wallet names its asset, the asset its system wallets). No
+    /// lock: [`event_store::write_batch`] refuses the batch if any stream read here has moved meanwhile.
     async fn load(
         &mut self,
         connection: &mut sqlx::PgConnection,
         commands: &[&Command],
-    ) -> Result<(World, HashMap<StreamId, StreamHead>), AttemptError> {
-        let mut navigation = World::default();
-        let mut minted = World::default();
+    ) -> Result<Loaded, AttemptError> {
+        let mut world = World::default();
         for command in commands {
             for stream in minted_streams(command) {
-                StreamState::of(&minted, &stream).put(&mut navigation, &stream);
-                StreamState::of(&minted, &stream).put(&mut minted, &stream);
+                StreamState::of(&World::default(), &stream).put(&mut world, &stream);
             }
         }
-        let mut wanted: BTreeSet<StreamId> = BTreeSet::new();
+        let mut heads = HashMap::new();
+        let mut read: BTreeMap<StreamId, i64> = BTreeMap::new();
         let mut owners: BTreeSet<(String, AssetCode)> = BTreeSet::new();
         for _ in 0..DEPENDENCY_ROUNDS_MAX {
+            let mut named = false;
             let mut misses = Vec::new();
-            let mut grew = false;
             for command in commands {
-                for dependency in ledger::dependencies(&navigation, command) {
+                for dependency in ledger::dependencies(&world, command) {
+                    named = true;
                     match dependency {
                         Dependency::Owner(owner, asset) => {
-                            navigation.owners.insert((owner.clone(), asset.clone()), None);
+                            world.owners.insert((owner.clone(), asset.clone()), None);
                             owners.insert((owner, asset));
                         }
                         Dependency::Stream(stream) => {
-                            wanted.insert(stream.clone());
-                            let known = self.facts.lock().unwrap_or_else(PoisonError::into_inner).get(&stream).cloned();
+                            let known = self.known.lock().unwrap_or_else(PoisonError::into_inner).get(&stream).cloned();
                             match known {
-                                Some(state) => {
-                                    state.put(&mut navigation, &stream);
-                                    grew = true;
+                                Some((head, state)) => {
+                                    state.put(&mut world, &stream);
+                                    read.insert(stream.clone(), head.version);
+                                    heads.insert(stream, head);
                                 }
                                 None => misses.push(stream),
                             }
@@ -744,46 +784,34 @@ impl Appender {
                     }
                 }
             }
-            if misses.is_empty() && !grew {
+            if !named {
                 break;
             }
-            if !misses.is_empty() {
-                misses.sort();
-                misses.dedup();
-                let ids: Vec<String> = misses.iter().map(ToString::to_string).collect();
-                let mut found: HashMap<String, serde_json::Value> = event_store::load_streams(connection, &ids, false)
-                    .await?
-                    .into_iter()
-                    .map(|loaded| (loaded.stream_id, loaded.state))
-                    .collect();
-                for stream in misses {
-                    let state = match found.remove(&stream.to_string()) {
-                        Some(snapshot) => StreamState::from_snapshot(&stream, snapshot)?,
-                        None => StreamState::of(&World::default(), &stream),
-                    };
-                    if state.exists() {
-                        self.remember(stream.clone(), state.clone());
-                    }
-                    state.put(&mut navigation, &stream);
-                }
+            if misses.is_empty() {
+                continue;
             }
-        }
-
-        let mut world = minted;
-        let mut heads = HashMap::new();
-        let ids: Vec<String> = wanted.iter().map(ToString::to_string).collect();
-        let mut locked: HashMap<String, event_store::LoadedStream> = event_store::load_streams(connection, &ids, true)
-            .await?
-            .into_iter()
-            .map(|loaded| (loaded.stream_id.clone(), loaded))
-            .collect();
-        for stream in &wanted {
-            match locked.remove(&stream.to_string()) {
-                Some(loaded) => {
-                    StreamState::from_snapshot(stream, loaded.state)?.put(&mut world, stream);
-                    heads.insert(stream.clone(), loaded.head);
+            misses.sort();
+            misses.dedup();
+            let ids: Vec<String> = misses.iter().map(ToString::to_string).collect();
+            let mut found: HashMap<String, event_store::LoadedStream> = event_store::load_streams(connection, &ids)
+                .await?
+                .into_iter()
+                .map(|loaded| (loaded.stream_id.clone(), loaded))
+                .collect();
+            for stream in misses {
+                match found.remove(&stream.to_string()) {
+                    Some(loaded) => {
+                        let state = StreamState::from_snapshot(&stream, loaded.state)?;
+                        self.remember(stream.clone(), loaded.head, state.clone());
+                        state.put(&mut world, &stream);
+                        read.insert(stream.clone(), loaded.head.version);
+                        heads.insert(stream, loaded.head);
+                    }
+                    None => {
+                        StreamState::of(&World::default(), &stream).put(&mut world, &stream);
+                        read.insert(stream, 0);
+                    }
                 }
-                None => StreamState::of(&World::default(), stream).put(&mut world, stream),
             }
         }
         if !owners.is_empty() {
@@ -795,30 +823,58 @@ impl Appender {
                 world.owners.insert((owner, asset), wallet);
             }
         }
-        // A stream created between the plain read and the locked one can name dependencies not loaded yet;
-        // such a command is retried rather than decided on a partial world.
+        // Dependencies still unnamed after the last round: such a command is retried rather than decided on a
+        // partial world.
         if commands.iter().any(|command| !ledger::dependencies(&world, command).is_empty()) {
-            self.facts.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            self.known.lock().unwrap_or_else(PoisonError::into_inner).clear();
             return Err(AttemptError::Retryable {
                 conflict: true,
-                cause: anyhow::anyhow!("dependencies moved while loading"),
+                cause: anyhow::anyhow!("dependencies kept appearing while loading"),
             });
         }
-        Ok((world, heads))
+        Ok(Loaded { world, heads, read: read.into_iter().collect() })
     }
 
-    /// Caches a settled state for navigation. Transfers are not cached: every money command makes one and
-    /// only a reversal ever navigates through it, so caching them would only grow the cache.
-    fn remember(&mut self, stream: StreamId, state: StreamState) {
-        if matches!(state, StreamState::Transfer(_)) {
+    /// Keeps the latest state of an existing stream, unless a newer one is known already. Transfers are not
+    /// kept: every money command makes one and only a reversal ever reads it again, so keeping them would
+    /// only grow the map.
+    fn remember(&self, stream: StreamId, head: StreamHead, state: StreamState) {
+        if matches!(state, StreamState::Transfer(_)) || !state.exists() {
             return;
         }
-        let mut facts = self.facts.lock().unwrap_or_else(PoisonError::into_inner);
-        if facts.len() >= FACTS_ENTRIES_MAX {
-            facts.clear();
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= KNOWN_STREAMS_MAX && !known.contains_key(&stream) {
+            known.clear();
         }
-        facts.insert(stream, state);
+        match known.get(&stream) {
+            Some((newer, _)) if newer.version > head.version => {}
+            _ => {
+                known.insert(stream, (head, state));
+            }
+        }
     }
+
+    /// Forgets these streams: what this process knew of them may be out of date.
+    fn forget(&self, streams: &[StreamId]) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for stream in streams {
+            known.remove(stream);
+        }
+    }
+}
+
+/// Whether an answer with this status shows its position in its body: only successes have one to show.
+fn shows_position(status: u16) -> bool {
+    status < 300
+}
+
+/// What a batch is decided against.
+struct Loaded {
+    world: World,
+    /// Heads of the streams that exist.
+    heads: HashMap<StreamId, StreamHead>,
+    /// Every stream read, with the version read (0: it did not exist).
+    read: Vec<(StreamId, i64)>,
 }
 
 /// Times the phases of a batch attempt into `tally_append_phase_seconds{phase}`, so that where a batch

@@ -3,7 +3,13 @@
 
 mod support;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use command_service::event_store::{
+    write_batch, AnswerPosition, BatchWrite, Completion, NewEvent, Snapshot, Written, APPEND_LOCK_KEY,
+};
+use serde_json::json;
 use sqlx::PgPool;
 use support::TestApp;
 use tally_shared::envelope::{HashedFields, GENESIS_HASH};
@@ -92,34 +98,173 @@ async fn every_stored_event_chains_to_the_previous_one_and_snapshots_hold_the_la
     app.stop().await;
 }
 
-/// Position order is commit order only if nobody draws a position before holding the append lock: a
-/// reservation must wait for the lock's holder, and the sequence must not move until it has the lock.
+/// A batch of one answered command that appends one event to each of `streams` (each at `version`), decided
+/// against `expected`.
+struct TestBatch {
+    expected: Vec<(String, i64)>,
+    events: Vec<NewEvent>,
+    snapshots: Vec<Snapshot>,
+    body: serde_json::Value,
+    key: String,
+}
+
+impl TestBatch {
+    fn new(expected: &[(&str, i64)], appends: &[(&str, i64)]) -> TestBatch {
+        let metadata = std::sync::Arc::new(json!({}));
+        let events: Vec<NewEvent> = appends
+            .iter()
+            .map(|(stream_id, version)| NewEvent {
+                stream_id: (*stream_id).to_owned(),
+                version: *version,
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "TestEvent".to_owned(),
+                data: json!({"n": version}),
+                metadata: metadata.clone(),
+                recorded_at: Utc::now(),
+                hash: [7; 32],
+            })
+            .collect();
+        let snapshots = appends
+            .iter()
+            .enumerate()
+            .map(|(index, (stream_id, version))| Snapshot {
+                stream_id: (*stream_id).to_owned(),
+                version: *version,
+                last_hash: [7; 32],
+                last_event: index,
+                state: "{}".to_owned(),
+            })
+            .collect();
+        TestBatch {
+            expected: expected.iter().map(|(stream_id, version)| ((*stream_id).to_owned(), *version)).collect(),
+            events,
+            snapshots,
+            body: json!({"position": 0}),
+            key: uuid::Uuid::now_v7().to_string(),
+        }
+    }
+
+    async fn write(&self, pool: &PgPool) -> Written {
+        let completions = [Completion {
+            principal: "tester",
+            idempotency_key: &self.key,
+            fingerprint: [1; 32],
+            status: 201,
+            body: &self.body,
+            position: if self.events.is_empty() {
+                AnswerPosition::None
+            } else {
+                AnswerPosition::Appended(self.events.len() - 1)
+            },
+            shows_position: true,
+        }];
+        let batch = BatchWrite {
+            expected: &self.expected,
+            events: &self.events,
+            snapshots: &self.snapshots,
+            recorded_at: Utc::now(),
+            owners: &[],
+            completions: &completions,
+            now: Utc::now(),
+        };
+        let mut connection = pool.acquire().await.unwrap();
+        write_batch(&mut connection, &batch).await.unwrap()
+    }
+}
+
+async fn last_drawn(pool: &PgPool) -> (i64, bool) {
+    sqlx::query_as("SELECT last_value, is_called FROM events_position_seq").fetch_one(pool).await.unwrap()
+}
+
+/// Position order is commit order only if nobody draws a position before holding the append lock: a write
+/// must wait for the lock's holder, and the sequence must not move until it has the lock.
 #[sqlx::test(migrations = "../migrations")]
 async fn positions_are_drawn_only_under_the_append_lock(pool: PgPool) {
-    use command_service::event_store::{reserve_positions, APPEND_LOCK_KEY};
-    use std::time::Duration;
-
-    async fn last_drawn(pool: &PgPool) -> (i64, bool) {
-        sqlx::query_as("SELECT last_value, is_called FROM events_position_seq").fetch_one(pool).await.unwrap()
-    }
     let before = last_drawn(&pool).await;
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *holder).await.unwrap();
 
-    let reserving = tokio::spawn({
+    let batch = TestBatch::new(&[], &[("test-a", 1), ("test-b", 1), ("test-c", 1)]);
+    let writing = tokio::spawn({
         let pool = pool.clone();
-        async move {
-            let mut transaction = pool.begin().await.unwrap();
-            let positions = reserve_positions(&mut transaction, 5).await.unwrap();
-            transaction.commit().await.unwrap();
-            positions
-        }
+        async move { batch.write(&pool).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!reserving.is_finished(), "a reservation went ahead while another transaction held the append lock");
+    assert!(!writing.is_finished(), "a write went ahead while another transaction held the append lock");
     assert_eq!(last_drawn(&pool).await, before, "positions were drawn before the append lock was held");
 
     holder.commit().await.unwrap();
-    let positions = reserving.await.unwrap();
-    assert_eq!(positions, vec![1, 2, 3, 4, 5], "one transaction's positions are consecutive and ascending");
+    let written = writing.await.unwrap();
+    assert_eq!(written, Written::Appended { positions: vec![1, 2, 3] }, "one write's positions are consecutive");
+    let stored: Vec<(String, i64)> =
+        sqlx::query_as("SELECT stream_id, position FROM events ORDER BY position").fetch_all(&pool).await.unwrap();
+    assert_eq!(stored, [("test-a".to_owned(), 1), ("test-b".to_owned(), 2), ("test-c".to_owned(), 3)]);
+    let snapshots: Vec<(String, i64)> =
+        sqlx::query_as("SELECT stream_id, position FROM streams ORDER BY stream_id").fetch_all(&pool).await.unwrap();
+    assert_eq!(snapshots, stored, "each snapshot holds the position of its stream's last event");
+    let (column, body): (Option<i64>, serde_json::Value) =
+        sqlx::query_as("SELECT position, response FROM idempotency_keys").fetch_one(&pool).await.unwrap();
+    assert_eq!((column, &body["position"]), (Some(3), &json!(3)), "the stored answer shows its last event's position");
+}
+
+/// A batch is written only if every stream it was decided against is still at the version it was read at:
+/// one that moved, or appeared, since makes the write answer `Stale` and write nothing at all.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_decided_against_a_stream_that_moved_writes_nothing(pool: PgPool) {
+    assert!(matches!(TestBatch::new(&[], &[("read", 1)]).write(&pool).await, Written::Appended { .. }));
+    assert!(matches!(TestBatch::new(&[("read", 1)], &[("read", 2)]).write(&pool).await, Written::Appended { .. }));
+    let head = last_drawn(&pool).await;
+    let counts = |pool: PgPool| async move {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM streams),
+                    (SELECT count(*) FROM idempotency_keys)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = counts(pool.clone()).await;
+
+    // "read" is at version 2: a decision that read it at 1 (behind), at 3 (ahead) or as absent is stale,
+    // even when the batch only reads it and appends elsewhere.
+    for stale in [1, 3, 0] {
+        let batch = TestBatch::new(&[("read", stale), ("written", 0)], &[("written", 1)]);
+        assert_eq!(batch.write(&pool).await, Written::Stale, "read at version {stale}");
+    }
+    // A stream read as absent that exists now.
+    let batch = TestBatch::new(&[("read", 2), ("written", 0), ("test-created-meanwhile", 0)], &[("written", 1)]);
+    sqlx::query(
+        "INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
+                 VALUES ('test-created-meanwhile', 1, 2, '{}', decode(repeat('00', 32), 'hex'), now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(batch.write(&pool).await, Written::Stale);
+    sqlx::query("DELETE FROM streams WHERE stream_id = 'test-created-meanwhile'").execute(&pool).await.unwrap();
+
+    assert_eq!(counts(pool.clone()).await, before, "a stale batch wrote something");
+    assert_eq!(last_drawn(&pool).await, head, "a stale batch drew positions");
+    let fresh = TestBatch::new(&[("read", 2), ("written", 0)], &[("written", 1)]);
+    assert_eq!(fresh.write(&pool).await, Written::Appended { positions: vec![3] });
+}
+
+/// A write takes its snapshot when it starts, then may wait for the append lock while another writer commits:
+/// its check must see what that writer committed, not the snapshot, or it would decide against a stale stream.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_write_that_waited_for_the_append_lock_checks_what_the_holder_committed(pool: PgPool) {
+    assert!(matches!(TestBatch::new(&[], &[("read", 1)]).write(&pool).await, Written::Appended { .. }));
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *holder).await.unwrap();
+    sqlx::query("UPDATE streams SET version = 2 WHERE stream_id = 'read'").execute(&mut *holder).await.unwrap();
+
+    let batch = TestBatch::new(&[("read", 1), ("written", 0)], &[("written", 1)]);
+    let writing = tokio::spawn({
+        let pool = pool.clone();
+        async move { batch.write(&pool).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!writing.is_finished(), "a write went ahead while another transaction held the append lock");
+    holder.commit().await.unwrap();
+    assert_eq!(writing.await.unwrap(), Written::Stale, "the write checked its snapshot, not the latest commit");
 }
