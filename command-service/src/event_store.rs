@@ -164,8 +164,10 @@ pub struct Completion<'a> {
 /// Everything a decided batch writes, and what it was decided against.
 #[derive(Debug)]
 pub struct BatchWrite<'a> {
-    /// Every stream the batch's decisions read, with the version they read it at (0: it did not exist).
-    /// The write goes ahead only if each one is still there, at that version.
+    /// The streams the batch's decisions read but append nothing to, with the version they read each at
+    /// (0: it did not exist). The write goes ahead only if each one is still there, at that version. (A
+    /// stream appended to needs no such check: if it moved, its next version exists and the
+    /// `(stream_id, version)` constraint refuses the batch.)
     pub expected: &'a [(String, i64)],
     /// The new events; their positions are drawn by the write.
     pub events: &'a [NewEvent],
@@ -198,8 +200,8 @@ pub enum Written {
 /// Writes a decided batch in one statement, hence one implicit transaction, one round trip and one fsync:
 /// 1. takes the append lock, held to the commit, so that positions are handed out one writer at a time and
 ///    position order is commit order (ARCHITECTURE.md, "Ordering");
-/// 2. locks the expected streams' rows and checks their versions, reading the latest committed row even if it
-///    committed after the statement began; if one moved, writes nothing and answers [`Written::Stale`];
+/// 2. locks the rows of the streams only read and checks their versions, reading the latest committed row even
+///    if it committed after the statement began; if one moved, writes nothing and answers [`Written::Stale`];
 /// 3. draws the events' positions and writes events, snapshots, new owners and answers (their bodies and
 ///    `position` take the drawn positions).
 ///
@@ -280,7 +282,7 @@ pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) 
              FROM lock
          ), drawn AS MATERIALIZED (
              SELECT array_agg(d.position ORDER BY d.position) AS positions
-             FROM (SELECT nextval(pg_get_serial_sequence('events', 'position')) AS position
+             FROM (SELECT nextval('events_position_seq') AS position
                    FROM generate_series(1, $4::integer) WHERE (SELECT ok FROM guard)) AS d
          ), appended AS (
              INSERT INTO events (position, stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)

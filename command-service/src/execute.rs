@@ -676,8 +676,12 @@ impl Appender {
                 shows_position: shows_position(outcomes[index].status),
             })
             .collect();
-        let expected: Vec<(String, i64)> =
-            read.iter().map(|(stream, version)| (stream.to_string(), *version)).collect();
+        // Only read: checked by the write. Appended to: refused by `(stream_id, version)` if it moved.
+        let expected: Vec<(String, i64)> = read
+            .iter()
+            .filter(|(stream, _)| !touched.contains(stream))
+            .map(|(stream, version)| (stream.to_string(), *version))
+            .collect();
         let write = BatchWrite {
             expected: &expected,
             events: &events,
