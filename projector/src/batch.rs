@@ -436,7 +436,7 @@ impl Fold {
                         metadata: null_to_none(&recorded.metadata),
                         reverses: recorded.reverses.map(|id| id.0),
                         reason: recorded.reason.clone(),
-                        idempotency_key: event.metadata.idempotency_key.clone(),
+                        idempotency_key: event.idempotency_key.clone(),
                         reversed_amount: tally_shared::wallet::zero_at(recorded.scale),
                         position,
                         recorded_at: event.recorded_at,
@@ -558,7 +558,7 @@ mod tests {
     use std::str::FromStr;
 
     use tally_shared::asset::{AssetCode, DefineAsset, SystemWallets};
-    use tally_shared::envelope::{Change, EventMetadata};
+    use tally_shared::envelope::Change;
     use tally_shared::ledger::{decide, Command, World};
     use tally_shared::money::Scale;
     use tally_shared::transfer::{TransferId, TransferKind};
@@ -585,7 +585,7 @@ mod tests {
                     stream,
                     version: *version,
                     event,
-                    metadata: EventMetadata { idempotency_key: Some("key".to_owned()), ..EventMetadata::default() },
+                    idempotency_key: Some("key".to_owned()),
                     recorded_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
                 });
             }

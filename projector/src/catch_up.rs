@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::events::{self, EventRow};
+use crate::events;
 use crate::{batch, read_models, PROJECTION_ADVANCED_CHANNEL, PROJECTION_NAME};
 
 /// What one call of [`apply_next_batch`] did.
@@ -69,12 +69,11 @@ pub async fn apply_next_batch(
     if checkpoint != expected_checkpoint {
         return Ok(BatchOutcome::Fenced { checkpoint });
     }
-    let rows = events::read_after(&mut transaction, checkpoint, batch_size_max).await?;
-    let Some(last) = rows.last() else {
+    let decoded = events::read_to_project(&mut transaction, checkpoint, batch_size_max).await?;
+    let Some(last) = decoded.last() else {
         return Ok(BatchOutcome::CaughtUp);
     };
-    let (new_checkpoint, last_recorded_at, count) = (last.position, last.recorded_at, rows.len());
-    let decoded = rows.into_iter().map(EventRow::into_decoded).collect::<Result<Vec<_>, _>>()?;
+    let (new_checkpoint, last_recorded_at, count) = (last.position, last.recorded_at, decoded.len());
     let prior = read_models::load_prior(&mut transaction, "", &batch::needs(&decoded)).await?;
     let writes = batch::fold(&decoded, &prior)?;
     read_models::write(&mut transaction, "", &writes).await?;

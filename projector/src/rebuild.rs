@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 
 use crate::config::RebuildConfig;
-use crate::events::{self, DecodedEvent, EventRow};
+use crate::events::{self, DecodedEvent};
 use crate::schema::READ_MODEL_TABLES;
 use crate::{batch, catch_up, leader, read_models, schema, PROJECTION_NAME, PROJECTOR_LOCK_KEY};
 
@@ -191,9 +191,7 @@ async fn write_staging(pool: &PgPool, staging: &str, writes: &batch::Writes, his
 
 async fn read_decoded(pool: &PgPool, after: i64, batch_size: i64) -> anyhow::Result<Vec<DecodedEvent>> {
     let mut connection = pool.acquire().await?;
-    let rows = events::read_after(&mut connection, after, batch_size).await?;
-    drop(connection);
-    Ok(rows.into_iter().map(EventRow::into_decoded).collect::<Result<Vec<_>, _>>()?)
+    events::read_to_project(&mut connection, after, batch_size).await
 }
 
 async fn apply(connection: &mut PgConnection, schema_prefix: &str, batch: &[DecodedEvent]) -> anyhow::Result<()> {
@@ -264,11 +262,10 @@ async fn swap(
             .await
             .context("lock the checkpoint for the swap")?;
     loop {
-        let rows = events::read_after(&mut transaction, position, batch_size).await?;
-        let Some(last) = rows.last() else { break };
+        let batch = events::read_to_project(&mut transaction, position, batch_size).await?;
+        let Some(last) = batch.last() else { break };
         position = last.position;
-        events += rows.len() as u64;
-        let batch = rows.into_iter().map(EventRow::into_decoded).collect::<Result<Vec<_>, _>>()?;
+        events += batch.len() as u64;
         apply(&mut transaction, staging, &batch).await?;
     }
     let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *transaction).await?;

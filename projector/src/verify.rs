@@ -309,7 +309,7 @@ impl Replay {
             self.break_stream(&row.stream_id, format!("{} at position {}: {reason}", row.stream_id, row.position));
             return None;
         }
-        let history = self.expect(row, &decoded.stream, &decoded.event, decoded.metadata.idempotency_key.clone());
+        let history = self.expect(row, &decoded.stream, &decoded.event, decoded.idempotency_key.clone());
         self.world.apply(&Change { stream: decoded.stream, event: decoded.event });
         history
     }

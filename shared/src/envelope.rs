@@ -91,6 +91,18 @@ impl Event {
             StreamId::Transfer(_) => Event::Transfer(serde_json::from_value(tagged)?),
         })
     }
+
+    /// Reads a stored event of `stream` from its data as JSON text: one JSON value, as a `jsonb` column gives it
+    /// (anything else fails to parse). Cheaper than [`Event::from_stored`]: the data goes straight into its
+    /// type, with no `Value` tree, and the tag comes first, so serde does not buffer the data to find it.
+    pub fn from_stored_text(stream: &StreamId, event_type: &str, data: &str) -> Result<Event, serde_json::Error> {
+        let tagged = format!(r#"{{"type":{},"data":{data}}}"#, serde_json::to_string(event_type)?);
+        Ok(match stream {
+            StreamId::Asset(_) => Event::Asset(serde_json::from_str(&tagged)?),
+            StreamId::Wallet(_) => Event::Wallet(serde_json::from_str(&tagged)?),
+            StreamId::Transfer(_) => Event::Transfer(serde_json::from_str(&tagged)?),
+        })
+    }
 }
 
 /// An event decided for one stream, not yet stored.
@@ -344,6 +356,23 @@ pub fn normalize_number(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text reader splices the data into a document: anything but exactly one JSON value must fail, never
+    /// read as another event or another tag.
+    #[test]
+    fn stored_text_that_is_not_one_json_value_is_refused() {
+        let stream: StreamId = "wallet-0190f5a4-7c1e-7b3a-9d2e-4f5a6b7c8d9e".parse().unwrap();
+        let frozen = Event::from_stored_text(&stream, "WalletFrozen", r#"{"reason":"audit"}"#).unwrap();
+        assert_eq!(
+            frozen,
+            Event::Wallet(crate::wallet::WalletEvent::WalletFrozen(crate::wallet::StatusChange {
+                reason: Some("audit".to_owned())
+            }))
+        );
+        for data in [r#"{}, "type": "WalletClosed""#, r#"{}}, {"type": "WalletClosed", "data": {}"#, "", "{"] {
+            assert!(Event::from_stored_text(&stream, "WalletFrozen", data).is_err(), "{data}");
+        }
+    }
 
     #[test]
     fn stream_ids_round_trip() {

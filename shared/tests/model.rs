@@ -1298,7 +1298,8 @@ impl Run {
     }
 }
 
-/// A change as it comes back from the store: type and JSON text, read back with `from_stored` on its stream id.
+/// A change as it comes back from the store: type and JSON text, read back on its stream id both ways, with
+/// `from_stored` (a JSON value) and `from_stored_text` (the text, as the projector reads it).
 fn round_trip(change: &Change) -> Result<Change, TestCaseError> {
     let stream: StreamId =
         change.stream.to_string().parse().map_err(|error| TestCaseError::fail(format!("{error}")))?;
@@ -1308,6 +1309,9 @@ fn round_trip(change: &Change) -> Result<Change, TestCaseError> {
     let event = Event::from_stored(&stream, &event_type, serde_json::from_str(&text).unwrap())
         .map_err(|error| TestCaseError::fail(format!("{event_type} {text}: {error}")))?;
     prop_assert_eq!(&event, &change.event);
+    let from_text = Event::from_stored_text(&stream, &event_type, &text)
+        .map_err(|error| TestCaseError::fail(format!("{event_type} {text} as text: {error}")))?;
+    prop_assert_eq!(&from_text, &change.event);
     let (type_again, data_again) = event.to_stored();
     prop_assert_eq!(type_again, event_type);
     prop_assert_eq!(serde_json::to_string(&data_again).unwrap(), text, "the stored JSON changed on a round trip");
