@@ -35,9 +35,10 @@ pub struct Config {
     #[arg(long, env = "IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
     pub idle_in_transaction_timeout_ms: u64,
 
-    /// Appender tasks: batches decided and committed at once. One by default: batches of mixed traffic
-    /// nearly all touch the system wallets, so two appenders wait for each other's row locks anyway, and
-    /// split the queue into smaller batches (measured slower on 2 cores: README, Performance).
+    /// Appender tasks: batches decided and written at once. One by default: batches of mixed traffic nearly
+    /// all touch the system wallets, so a batch decided while another one is being written finds them moved
+    /// and is decided again, and more appenders split the queue into smaller batches (measured slower on 2
+    /// cores: README, Performance).
     #[arg(long, env = "APPENDERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub appenders: u16,
 

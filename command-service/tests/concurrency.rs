@@ -33,7 +33,17 @@ fn tally(replies: &[Reply]) -> HashMap<(u16, String), usize> {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn two_thousand_concurrent_spends_never_overdraw_a_wallet_funded_for_five_hundred(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    spend_two_thousand_of_five_hundred(TestApp::spawn(pool).await).await;
+}
+
+/// Appenders of one process share what they know of the streams, and each decides its batch while another
+/// may be writing the same wallet: the one that loses must decide again, never append on a stale balance.
+#[sqlx::test(migrations = "../migrations")]
+async fn four_appenders_in_one_process_never_overdraw_a_wallet_either(pool: PgPool) {
+    spend_two_thousand_of_five_hundred(TestApp::spawn_with(pool, support::config(&["--appenders", "4"])).await).await;
+}
+
+async fn spend_two_thousand_of_five_hundred(app: TestApp) {
     app.define_asset("GOLD", 0, None).await;
     let wallet = app.open_wallet("alice", "GOLD").await;
     assert_eq!(app.money(&wallet, "topup", "500").await.status, 201);
