@@ -14,6 +14,12 @@ use uuid::Uuid;
 /// an event that commits late (ARCHITECTURE.md, "Ordering").
 pub const APPEND_LOCK_KEY: i64 = 0x7461_6c6c_7901;
 
+/// Takes the append lock until the end of the caller's transaction: no other append can write meanwhile.
+pub async fn take_append_lock(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(connection).await?;
+    Ok(())
+}
+
 /// A stream's last version, the position of its last event and its last hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamHead {

@@ -33,7 +33,7 @@ use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::event_store::{self, AnswerPosition, BatchWrite, Completion, NewEvent, Snapshot, StreamHead, Written};
+use crate::event_store::{self, AnswerPosition, BatchWrite, Completion, NewEvent, Snapshot, StreamHead};
 use crate::notify::Notifier;
 
 /// Rounds of dependency loading at most: a wallet names its asset, the asset its system wallets.
@@ -426,8 +426,9 @@ impl Appender {
             let mut backoff = RETRY_BACKOFF_INITIAL;
             let mut attempt = 0;
             let mut read_answers = self.recent.any_seen(&requests);
+            let mut locked = false;
             let result = loop {
-                match self.attempt(&requests, read_answers).await {
+                match self.attempt(&requests, read_answers, locked).await {
                     Ok(outcomes) => {
                         self.recent.remember(&requests);
                         break Ok(outcomes);
@@ -444,8 +445,14 @@ impl Appender {
                             metrics::counter!("tally_append_conflicts_total").increment(1);
                         }
                         tracing::debug!(attempt, error = format!("{cause:#}"), "append failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
+                        if conflict && !locked {
+                            // Another writer moved a stream: decide again at once, holding the append lock
+                            // throughout, so that the same race cannot repeat.
+                            locked = true;
+                        } else {
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                        }
                     }
                     Err(AttemptError::Retryable { conflict, cause }) => {
                         tracing::warn!(attempt, error = format!("{cause:#}"), "append kept failing; giving up");
@@ -489,19 +496,24 @@ impl Appender {
     /// writes the batch in one statement, which goes ahead only if every stream read is still at the version
     /// the decisions saw. Returns each command's outcome and the new head position, if anything was appended.
     /// On failure the streams read are forgotten, so that the next attempt reads them again.
+    ///
+    /// `locked` (after a conflict): the attempt holds the append lock from before its first read to its commit
+    /// and reads every stream afresh, so no other writer can move what it decides on, and it cannot conflict.
     async fn attempt(
         &mut self,
         requests: &[&CommandRequest],
         read_answers: bool,
+        locked: bool,
     ) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
         let mut clock = PhaseClock::start();
-        let mut connection = self.pool.acquire().await?;
-        clock.lap("acquire");
+        let mut session = Session::open(&self.pool, locked).await?;
+        clock.lap(if locked { "lock" } else { "acquire" });
+        let connection = session.connection();
 
         // 1. Answer the keys already used (by an earlier request, or by another process); decide the rest.
         let stored = if read_answers {
             let keys: Vec<KeyId> = requests.iter().map(|request| key_of(request)).collect();
-            let stored = event_store::stored_responses(&mut connection, &keys).await?;
+            let stored = event_store::stored_responses(connection, &keys).await?;
             clock.lap("read_answers");
             stored
         } else {
@@ -514,14 +526,27 @@ impl Appender {
             .filter(|request| !stored.contains_key(&key_of(request)))
             .map(|request| &request.command)
             .collect();
-        let loaded = self.load(&mut connection, &commands).await?;
+        let loaded = self.load(connection, &commands, locked).await?;
         clock.lap("load");
         let read: Vec<StreamId> = loaded.read.iter().map(|(stream, _)| stream.clone()).collect();
-        let result = self.decide_and_write(&mut connection, requests, &stored, read_answers, loaded, &mut clock).await;
-        if result.is_err() {
-            self.forget(&read);
+        let result = self.decide_and_write(connection, requests, &stored, read_answers, loaded, &mut clock).await;
+        let result = match result {
+            Ok(written) => session.finish().await.map(|()| written).map_err(AttemptError::from),
+            Err(error) => Err(error),
+        };
+        match result {
+            // What the batch wrote is known only now that it is committed.
+            Ok(Written { outcomes, head, learned }) => {
+                for (stream, head, state) in learned {
+                    self.remember(stream, head, state);
+                }
+                Ok((outcomes, head))
+            }
+            Err(error) => {
+                self.forget(&read);
+                Err(error)
+            }
         }
-        result
     }
 
     /// Steps 3 and 4 of [`Appender::attempt`].
@@ -533,7 +558,7 @@ impl Appender {
         read_answers: bool,
         loaded: Loaded,
         clock: &mut PhaseClock,
-    ) -> Result<(Vec<Outcome>, Option<i64>), AttemptError> {
+    ) -> Result<Written, AttemptError> {
         let Loaded { mut world, mut heads, read } = loaded;
         let now = envelope::truncate_to_micros(Utc::now());
         // Never earlier than the last event of any stream touched, so that each stream's `recorded_at`
@@ -705,8 +730,8 @@ impl Appender {
                 }
             })?;
             match written {
-                Written::Appended { positions } => positions,
-                Written::Stale => {
+                event_store::Written::Appended { positions } => positions,
+                event_store::Written::Stale => {
                     return Err(AttemptError::Retryable {
                         conflict: true,
                         cause: anyhow::anyhow!("a stream the batch was decided against moved since it was read"),
@@ -736,23 +761,26 @@ impl Appender {
                 fields.insert("position".to_owned(), json!(position));
             }
         }
-        for (stream, state) in learned {
-            let head = StreamHead { position: positions[last_event_of[&stream]], ..heads[&stream] };
-            self.remember(stream, head, state);
-        }
+        let learned = learned
+            .into_iter()
+            .map(|(stream, state)| {
+                let head = StreamHead { position: positions[last_event_of[&stream]], ..heads[&stream] };
+                (stream, head, state)
+            })
+            .collect();
         metrics::counter!("tally_appended_events_total").increment(events.len() as u64);
         metrics::counter!("tally_commands_total").increment(decided.len() as u64);
-        let head = positions.last().copied();
-        Ok((outcomes, head))
+        Ok(Written { outcomes, head: positions.last().copied(), learned })
     }
 
-    /// Gathers what `commands` depend on: from what this process knows of each stream where it can, with a
-    /// plain read of the rest (several rounds: a wallet names its asset, the asset its system wallets). No
-    /// lock: [`event_store::write_batch`] refuses the batch if any stream read here has moved meanwhile.
+    /// Gathers what `commands` depend on: from what this process knows of each stream where it can (unless
+    /// `fresh`), with a plain read of the rest (several rounds: a wallet names its asset, the asset its system
+    /// wallets). No row lock: [`event_store::write_batch`] refuses the batch if any stream read here has moved.
     async fn load(
         &mut self,
         connection: &mut sqlx::PgConnection,
         commands: &[&Command],
+        fresh: bool,
     ) -> Result<Loaded, AttemptError> {
         let mut world = World::default();
         for command in commands {
@@ -775,7 +803,11 @@ impl Appender {
                             owners.insert((owner, asset));
                         }
                         Dependency::Stream(stream) => {
-                            let known = self.known.lock().unwrap_or_else(PoisonError::into_inner).get(&stream).cloned();
+                            let known = if fresh {
+                                None
+                            } else {
+                                self.known.lock().unwrap_or_else(PoisonError::into_inner).get(&stream).cloned()
+                            };
                             match known {
                                 Some((head, state)) => {
                                     state.put(&mut world, &stream);
@@ -870,6 +902,46 @@ impl Appender {
 /// Whether an answer with this status shows its position in its body: only successes have one to show.
 fn shows_position(status: u16) -> bool {
     status < 300
+}
+
+/// What a written batch answers, and what it taught this process (the streams it appended to, with their new
+/// heads), to remember once it is committed.
+struct Written {
+    outcomes: Vec<Outcome>,
+    head: Option<i64>,
+    learned: Vec<(StreamId, StreamHead, StreamState)>,
+}
+
+/// The connection an attempt runs on. Optimistic: a plain connection, on which the write is a transaction of
+/// its own. Locked: a transaction that took the append lock before anything else, committed at the end.
+enum Session {
+    Optimistic(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Locked(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Session {
+    async fn open(pool: &PgPool, locked: bool) -> Result<Session, sqlx::Error> {
+        if !locked {
+            return Ok(Session::Optimistic(pool.acquire().await?));
+        }
+        let mut transaction = pool.begin().await?;
+        event_store::take_append_lock(&mut transaction).await?;
+        Ok(Session::Locked(transaction))
+    }
+
+    fn connection(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Session::Optimistic(connection) => connection,
+            Session::Locked(transaction) => transaction,
+        }
+    }
+
+    async fn finish(self) -> Result<(), sqlx::Error> {
+        match self {
+            Session::Optimistic(_) => Ok(()),
+            Session::Locked(transaction) => transaction.commit().await,
+        }
+    }
 }
 
 /// What a batch is decided against.

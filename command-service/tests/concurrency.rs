@@ -85,6 +85,37 @@ async fn two_instances_on_one_database_stay_exact(pool: PgPool) {
     second.stop().await;
 }
 
+/// Every top-up debits the treasury, so two instances (and two appenders in each) contend for it on every
+/// batch: a batch that loses the race must win its one retry (which holds the append lock throughout), never
+/// answer `409 concurrency_conflict` because the same race kept repeating.
+#[sqlx::test(migrations = "../migrations")]
+async fn writers_contending_for_a_system_wallet_all_succeed_on_their_first_retry(pool: PgPool) {
+    let config = || support::config(&["--appenders", "2", "--append-retries-max", "1"]);
+    let apps = [TestApp::spawn_with(pool.clone(), config()).await, TestApp::spawn_with(pool, config()).await];
+    apps[0].define_asset("GOLD", 0, None).await;
+    let mut wallets = Vec::new();
+    for owner in 0..20 {
+        wallets.push(apps[owner % 2].open_wallet(&format!("owner-{owner}"), "GOLD").await);
+    }
+
+    let topups = (0..2_000).map(|index| {
+        let (app, wallet) = (&apps[index % 2], &wallets[index % wallets.len()]);
+        async move { app.money(wallet, "topup", "1").await }
+    });
+    let replies = join_all(topups).await;
+
+    let counts = tally(&replies);
+    assert_eq!(counts.get(&(201, String::new())), Some(&2_000), "{counts:?}");
+    for wallet in &wallets {
+        assert_eq!(apps[0].balance(wallet).await, Decimal::from(100));
+    }
+    assert_eq!(apps[0].asset_sum("GOLD").await, Decimal::ZERO);
+    apps[0].assert_versions_contiguous().await;
+    for app in apps {
+        app.stop().await;
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn random_concurrent_transfers_preserve_the_sum_without_deadlock_or_server_error(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
