@@ -125,7 +125,7 @@ pub struct NewEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub data: serde_json::Value,
-    /// Shared by the events of one command.
+    /// Shared by the events of one command (one `Arc`): [`write_batch`] sends it once per command.
     pub metadata: std::sync::Arc<serde_json::Value>,
     pub recorded_at: DateTime<Utc>,
     pub hash: [u8; 32],
@@ -232,7 +232,17 @@ pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) 
     let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
     let event_types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
     let data: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.data)).collect();
-    let metadata: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&*event.metadata)).collect();
+    // The events of one command share their metadata: sent (and parsed into jsonb) once per command.
+    let mut metadata: Vec<Json<&serde_json::Value>> = Vec::new();
+    let mut metadata_of: Vec<i32> = Vec::with_capacity(events.len());
+    let mut previous: Option<&std::sync::Arc<serde_json::Value>> = None;
+    for event in events.iter() {
+        if !previous.is_some_and(|shared| std::sync::Arc::ptr_eq(shared, &event.metadata)) {
+            metadata.push(Json(&*event.metadata));
+            previous = Some(&event.metadata);
+        }
+        metadata_of.push(i32::try_from(metadata.len()).map_err(|_| too_many("commands"))?);
+    }
     let event_recorded_at: Vec<DateTime<Utc>> = events.iter().map(|event| event.recorded_at).collect();
     let hashes: Vec<&[u8]> = events.iter().map(|event| event.hash.as_slice()).collect();
 
@@ -294,8 +304,8 @@ pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) 
              INSERT INTO events (position, stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
              OVERRIDING SYSTEM VALUE
              SELECT (SELECT positions FROM drawn)[e.ordinal], e.stream_id, e.version, e.event_id, e.event_type,
-                    e.data, e.metadata, e.recorded_at, e.hash
-             FROM unnest($5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::jsonb[], $10::jsonb[],
+                    e.data, ($31::jsonb[])[e.metadata], e.recorded_at, e.hash
+             FROM unnest($5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::jsonb[], $10::integer[],
                          $11::timestamptz[], $12::bytea[])
                  WITH ORDINALITY AS e(stream_id, version, event_id, event_type, data, metadata, recorded_at, hash,
                                       ordinal)
@@ -340,7 +350,7 @@ pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) 
     .bind(&event_ids)
     .bind(&event_types)
     .bind(&data)
-    .bind(&metadata)
+    .bind(&metadata_of)
     .bind(&event_recorded_at)
     .bind(&hashes)
     .bind(&snapshot_ids)
@@ -361,6 +371,7 @@ pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) 
     .bind(&answer_positions)
     .bind(&shows_position)
     .bind(now)
+    .bind(&metadata)
     .fetch_one(&mut *connection)
     .await?;
     if !fresh {

@@ -268,3 +268,17 @@ async fn a_write_that_waited_for_the_append_lock_checks_what_the_holder_committe
     holder.commit().await.unwrap();
     assert_eq!(writing.await.unwrap(), Written::Stale, "the write checked its snapshot, not the latest commit");
 }
+
+/// The events of one command share their metadata, sent once: each event must still get its own command's.
+#[sqlx::test(migrations = "../migrations")]
+async fn each_event_keeps_its_own_commands_metadata(pool: PgPool) {
+    let mut batch = TestBatch::new(&[], &[("one", 1), ("two", 1), ("three", 1), ("four", 1)]);
+    let (first, second) = (std::sync::Arc::new(json!({"command": 1})), std::sync::Arc::new(json!({"command": 2})));
+    for (event, metadata) in batch.events.iter_mut().zip([&first, &first, &second, &first]) {
+        event.metadata = metadata.clone();
+    }
+    assert!(matches!(batch.write(&pool).await, Written::Appended { .. }));
+    let stored: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT metadata FROM events ORDER BY position").fetch_all(&pool).await.unwrap();
+    assert_eq!(stored, [&*first, &*first, &*second, &*first].map(Clone::clone));
+}
