@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
-use command_service::event_store::APPEND_LOCK_KEY;
+use command_service::event_store;
 use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
@@ -259,10 +259,11 @@ fn decide_chunk(
     })
 }
 
-/// One transaction: the long-lived streams' row locks, then the append lock (the order of an append), the
+/// One transaction: the append lock, then the long-lived streams' row locks (the order of an append), the
 /// events, the new transfer snapshots and the moved long-lived snapshots. Returns the number of events.
 async fn write_chunk(pool: &PgPool, chunk: Chunk) -> anyhow::Result<u64> {
     let mut transaction = pool.begin().await.context("begin a seed transaction")?;
+    event_store::take_append_lock(&mut transaction).await.context("take the append lock")?;
     let mut stream_ids: Vec<&str> = chunk.expected_versions.iter().map(|(stream_id, _)| stream_id.as_str()).collect();
     stream_ids.sort_unstable();
     let locked: Vec<(String, i64)> = sqlx::query_as(
@@ -278,12 +279,6 @@ async fn write_chunk(pool: &PgPool, chunk: Chunk) -> anyhow::Result<u64> {
             bail!("{stream_id} moved while the bench was seeding it (now at version {version})");
         }
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(APPEND_LOCK_KEY)
-        .execute(&mut *transaction)
-        .await
-        .context("take the append lock")?;
-
     copy(
         &mut transaction,
         "COPY events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash) \

@@ -741,19 +741,13 @@ impl Appender {
         };
         clock.lap("write");
 
-        let positions_of: Vec<(usize, Option<i64>)> = decided
-            .iter()
-            .map(|&(index, position)| {
-                let position = match position {
-                    AnswerPosition::Appended(event) => Some(positions[event]),
-                    AnswerPosition::Existing(position) => Some(position),
-                    AnswerPosition::None => None,
-                };
-                (index, position)
-            })
-            .collect();
         drop(completions);
-        for (index, position) in positions_of {
+        for &(index, position) in &decided {
+            let position = match position {
+                AnswerPosition::Appended(event) => Some(positions[event]),
+                AnswerPosition::Existing(position) => Some(position),
+                AnswerPosition::None => None,
+            };
             let outcome = &mut outcomes[index];
             if let (Some(position), Some(fields), true) =
                 (position, outcome.body.as_object_mut(), shows_position(outcome.status))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use command_service::event_store::{
-    write_batch, AnswerPosition, BatchWrite, Completion, NewEvent, Snapshot, Written, APPEND_LOCK_KEY,
+    take_append_lock, write_batch, AnswerPosition, BatchWrite, Completion, NewEvent, Snapshot, Written,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -182,7 +182,7 @@ async fn last_drawn(pool: &PgPool) -> (i64, bool) {
 async fn positions_are_drawn_only_under_the_append_lock(pool: PgPool) {
     let before = last_drawn(&pool).await;
     let mut holder = pool.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *holder).await.unwrap();
+    take_append_lock(&mut holder).await.unwrap();
 
     let batch = TestBatch::new(&[], &[("test-a", 1), ("test-b", 1), ("test-c", 1)]);
     let writing = tokio::spawn({
@@ -255,7 +255,7 @@ async fn a_batch_decided_against_a_stream_that_moved_writes_nothing(pool: PgPool
 async fn a_write_that_waited_for_the_append_lock_checks_what_the_holder_committed(pool: PgPool) {
     assert!(matches!(TestBatch::new(&[], &[("read", 1)]).write(&pool).await, Written::Appended { .. }));
     let mut holder = pool.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *holder).await.unwrap();
+    take_append_lock(&mut holder).await.unwrap();
     sqlx::query("UPDATE streams SET version = 2 WHERE stream_id = 'read'").execute(&mut *holder).await.unwrap();
 
     let batch = TestBatch::new(&[("read", 1), ("written", 0)], &[("written", 1)]);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use command_service::event_store::APPEND_LOCK_KEY;
+use command_service::event_store;
 use projector::catch_up::Failpoints;
 use projector::{App, Cli, Command as ProjectorCommand, Config};
 use rust_decimal::Decimal;
@@ -264,7 +264,7 @@ impl Ledger {
     /// Opens a transaction, takes the append lock and inserts `prepared`'s events and snapshots, uncommitted.
     pub async fn begin(&self, prepared: Prepared) -> PendingAppend {
         let mut transaction = self.pool.begin().await.unwrap();
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(&mut *transaction).await.unwrap();
+        event_store::take_append_lock(&mut transaction).await.unwrap();
         let mut positions = Vec::new();
         let mut last_position = HashMap::new();
         for (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash) in &prepared.rows {
