@@ -269,8 +269,9 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
     if bench.wants(Scenario::Spread) {
         match &population {
             Some(population) => {
-                phases.begin(report, &bench.memory, "spread", "spread: closed loop, then open loop at half its rate");
-                if let Err(error) = spread::run(bench, population, &mut report.scenarios.spread).await {
+                phases.begin(report, &bench.memory, "spread", "spread: closed loop, then open loops at half load");
+                let pgbench_rate = report.pgbench.minimal_command_tx_per_s;
+                if let Err(error) = spread::run(bench, population, pgbench_rate, &mut report.scenarios.spread).await {
                     report.scenarios.spread.reason = Some(format!("{error:#}"));
                     fail(report, "spread ran", format!("{error:#}"));
                 }

@@ -1,6 +1,8 @@
 //! projection lag: the spread mix in an open loop at half the spread rate; for a sample of the commands,
 //! the time from the command's `201` to the moment query-service shows the new version of the wallet,
 //! asked with `?min_position=<the command's position>` (which waits server-side: read-your-writes).
+//! Half the spread's own rate is the stricter of the two readings of "half load" (see `spread`) whenever
+//! the spread outruns pgbench; the lag is judged there.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,12 +1,16 @@
 //! spread: top-ups, spends and transfers over many wallets. A closed loop of many workers gives the
-//! throughput; an open loop at half that rate gives the latency a client sees at a sustainable load.
+//! throughput; open loops give the latency a client sees at a sustainable load.
+//!
+//! SPEC §6 asks for "throughput at least the raw Postgres rate [pgbench's], p99 latency ≤ 25 ms at half
+//! that load": the p99 target is judged at half pgbench's minimal rate. When the spread outruns pgbench,
+//! half its own rate is a higher load; that stricter reading is measured too, and reported beside it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cpu;
 use crate::load::{self, Stop};
-use crate::report::Spread;
+use crate::report::{OpenLoop, Spread};
 use crate::service_metrics;
 
 use super::{Bench, Mix, Population};
@@ -14,7 +18,13 @@ use super::{Bench, Mix, Population};
 /// A pause between the closed and the open run, so that the first one's tail does not load the second.
 const PAUSE: Duration = Duration::from_secs(1);
 
-pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) -> anyhow::Result<()> {
+/// `pgbench_rate` is pgbench's minimal command rate of this run, when it ran.
+pub async fn run(
+    bench: &Bench,
+    population: &Population,
+    pgbench_rate: Option<f64>,
+    spread: &mut Spread,
+) -> anyhow::Result<()> {
     let mix = Arc::new(Mix { commands: bench.commands.clone(), wallets: population.wallets.clone() });
 
     let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
@@ -59,33 +69,60 @@ pub async fn run(bench: &Bench, population: &Population, spread: &mut Spread) ->
         anyhow::bail!("no command succeeded in the closed loop; errors: {}", closed.errors_summary());
     }
 
-    bench.settle(population.wallets[0]).await;
-    tokio::time::sleep(PAUSE).await;
-    let open_rate = rate * 0.5;
+    let own_half = (rate * 0.5, "0.5 × spread".to_owned());
+    let half_load = match pgbench_rate {
+        Some(pgbench_rate) => (pgbench_rate * 0.5, "0.5 × pgbench minimal".to_owned()),
+        None => (own_half.0, format!("{} (pgbench did not run)", own_half.1)),
+    };
+    let stricter = (own_half.0 > half_load.0).then_some(own_half);
+    let mut errors = closed.error_count();
+    let mut rejected = closed.rejected_count();
+    for (index, (open_rate, basis)) in std::iter::once(half_load).chain(stricter).enumerate() {
+        bench.settle(population.wallets[0]).await;
+        tokio::time::sleep(PAUSE).await;
+        let (open, tally) = open_loop(bench, &mix, open_rate, basis).await;
+        errors += tally.error_count();
+        rejected += tally.rejected_count();
+        if index == 0 {
+            spread.p50_ms = Some(open.p50_ms);
+            spread.p99_ms = Some(open.p99_ms);
+            spread.half_load = Some(open);
+        } else {
+            spread.half_own_rate = Some(open);
+        }
+    }
+    spread.errors = Some(errors);
+    spread.rejected = Some(rejected);
+    Ok(())
+}
+
+/// The spread mix at `rate` for the plan's open-loop time.
+async fn open_loop(bench: &Bench, mix: &Arc<Mix>, rate: f64, basis: String) -> (OpenLoop, load::Tally) {
     let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
     let before = bench.processes.track();
-    let open = load::open_loop(&bench.commands.pool, open_rate, bench.plan.spread_open, mix).await;
-    spread.open_loop_cpu_percent = before.finish();
-    spread.open_loop_appender =
-        metrics_before.appender_until(&service_metrics::scrape(&bench.commands.pool).await, open.elapsed);
-    eprintln!("    open loop {}", cpu::describe(&spread.open_loop_cpu_percent));
-    spread.open_loop_rate_per_s = Some(open_rate.round());
-    spread.p50_ms = Some(open.latency_ms(0.5));
-    spread.p99_ms = Some(open.latency_ms(0.99));
-    spread.open_loop_p999_ms = Some(open.latency_ms(0.999));
-    spread.open_loop_dropped = Some(open.dropped);
-    spread.errors = Some(closed.error_count() + open.error_count());
-    spread.rejected = Some(closed.rejected_count() + open.rejected_count());
+    let tally = load::open_loop(&bench.commands.pool, rate, bench.plan.spread_open, mix.clone()).await;
+    let cpu_percent = before.finish();
+    let appender = metrics_before.appender_until(&service_metrics::scrape(&bench.commands.pool).await, tally.elapsed);
+    eprintln!("    open loop at {rate:.0}/s ({basis}) {}", cpu::describe(&cpu_percent));
     eprintln!(
-        "    open loop at {:.0}/s: {} commands, p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, dropped {}, errors: {}",
-        open_rate,
-        open.completed(),
-        open.latency_ms(0.5),
-        open.latency_ms(0.99),
-        open.latency_ms(0.999),
-        open.dropped,
-        open.errors_summary()
+        "    {} commands, p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, dropped {}, errors: {}",
+        tally.completed(),
+        tally.latency_ms(0.5),
+        tally.latency_ms(0.99),
+        tally.latency_ms(0.999),
+        tally.dropped,
+        tally.errors_summary()
     );
-    eprintln!("    {}", spread.open_loop_appender.describe());
-    Ok(())
+    eprintln!("    {}", appender.describe());
+    let open = OpenLoop {
+        rate_per_s: rate.round(),
+        basis,
+        p50_ms: tally.latency_ms(0.5),
+        p99_ms: tally.latency_ms(0.99),
+        p999_ms: tally.latency_ms(0.999),
+        dropped: tally.dropped,
+        cpu_percent,
+        appender,
+    };
+    (open, tally)
 }
