@@ -8,12 +8,14 @@
 //! - [`pgbench`]: the machine's own limit for the minimal SQL of a command.
 //! - [`scenarios`]: spread, hot wallet, projection lag, reads, rebuild, flat cost, and the correctness checks.
 //! - [`seed`]: the bulk path that gives one wallet a million events without HTTP.
-//! - [`memory`]: resident memory of the service processes; [`cpu`]: where the CPU went in each phase.
+//! - [`memory`]: resident memory of the service processes; [`cpu`]: where the CPU went in each phase;
+//!   [`disk`]: how long the disk took to sync a small write meanwhile.
 //! - [`service_metrics`]: command-service's own metrics (batch sizes of group commit).
 //! - [`report`]: the JSON report and the printed table.
 
 mod api;
 mod cpu;
+mod disk;
 mod http;
 mod load;
 mod memory;

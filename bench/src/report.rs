@@ -99,6 +99,8 @@ pub struct OpenLoop {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub cpu_percent: BTreeMap<String, f64>,
     pub appender: Appender,
+    /// The disk's own sync latency meanwhile (`null` when the probe could not run).
+    pub disk_sync: Option<crate::disk::DiskSync>,
 }
 
 /// What command-service's own metrics say its appender did during a run (group commit at work).
@@ -403,6 +405,9 @@ impl Report {
                 open.p99_ms,
                 open.p999_ms
             );
+            if let Some(disk) = &open.disk_sync {
+                let _ = writeln!(out, "    meanwhile {}", disk.describe());
+            }
         }
         let _ = writeln!(out, "{rule}");
         for check in &self.correctness {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cpu;
+use crate::disk;
 use crate::load::{self, Stop};
 use crate::report::{OpenLoop, Spread};
 use crate::service_metrics;
@@ -100,7 +101,12 @@ pub async fn run(
 async fn open_loop(bench: &Bench, mix: &Arc<Mix>, rate: f64, basis: String) -> (OpenLoop, load::Tally) {
     let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
     let before = bench.processes.track();
+    let probe_directory = bench.config.report.parent().unwrap_or(std::path::Path::new("."));
+    let probe =
+        disk::Probe::start(probe_directory).inspect_err(|error| eprintln!("warning: no disk probe: {error:#}")).ok();
     let tally = load::open_loop(&bench.commands.pool, rate, bench.plan.spread_open, mix.clone()).await;
+    let disk_sync =
+        probe.map(disk::Probe::finish).transpose().inspect_err(|error| eprintln!("warning: {error:#}")).ok().flatten();
     let cpu_percent = before.finish();
     let appender = metrics_before.appender_until(&service_metrics::scrape(&bench.commands.pool).await, tally.elapsed);
     eprintln!("    open loop at {rate:.0}/s ({basis}) {}", cpu::describe(&cpu_percent));
@@ -114,6 +120,9 @@ async fn open_loop(bench: &Bench, mix: &Arc<Mix>, rate: f64, basis: String) -> (
         tally.errors_summary()
     );
     eprintln!("    {}", appender.describe());
+    if let Some(disk) = &disk_sync {
+        eprintln!("    {}", disk.describe());
+    }
     let open = OpenLoop {
         rate_per_s: rate.round(),
         basis,
@@ -123,6 +132,7 @@ async fn open_loop(bench: &Bench, mix: &Arc<Mix>, rate: f64, basis: String) -> (
         dropped: tally.dropped,
         cpu_percent,
         appender,
+        disk_sync,
     };
     (open, tally)
 }
