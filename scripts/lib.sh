@@ -22,7 +22,7 @@ TALLY_PG_PASSWORD=tally
 # purging at once, with no CPU cost measured under load. The Dockerfile sets the same.
 export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:-0}"
 # mimalloc also asks the kernel for transparent huge pages (allow_thp): each purged stretch it reuses then
-# faults in a whole 2 MiB page, zeroed (perf: clear_page_erms under do_huge_pmd_anonymous_page, ~8% of
+# faults in a whole 2 MiB page, zeroed (perf: clear_page_erms under do_huge_pmd_anonymous_page, ~6% of
 # command-service's CPU at half load), and a huge page stays resident while any byte of it is used. Without
 # them, side by side in quick bench runs: command-service 99-101 MB instead of 119-132 MB at the hot wallet,
 # the projector 15 MB instead of 30-36 MB, query-service 13 MB instead of 22 MB; throughput the same.
