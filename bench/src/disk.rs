@@ -59,8 +59,15 @@ impl DiskSync {
     /// One line for the log.
     pub fn describe(&self) -> String {
         format!(
-            "disk: {} syncs of 8 KiB, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {} over 20 ms, {} over 50 ms",
-            self.syncs, self.p50_ms, self.p99_ms, self.max_ms, self.over_20_ms, self.over_50_ms
+            "disk: {} syncs of {} KiB, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {} over {SLOW_SYNC_MS} ms, {} over \
+             {STALL_SYNC_MS} ms",
+            self.syncs,
+            BLOCK_BYTES / 1024,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.over_20_ms,
+            self.over_50_ms
         )
     }
 }
@@ -134,6 +141,12 @@ mod tests {
         assert_eq!(figures.max_ms, 100.0);
         assert_eq!(figures.over_20_ms, 80);
         assert_eq!(figures.over_50_ms, 50);
+    }
+
+    #[test]
+    fn the_log_line_names_the_bounds_it_counts_against() {
+        let line = DiskSync::of(vec![1.0, 30.0, 60.0]).describe();
+        assert_eq!(line, "disk: 3 syncs of 8 KiB, p50 30.00 ms, p99 60.00 ms, max 60.0 ms; 2 over 20 ms, 1 over 50 ms");
     }
 
     #[test]
