@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::asset::SystemWallets;
-use crate::ledger::DomainError;
+use crate::error::{DomainError, Rule};
 use crate::money::WireDecimal;
 use crate::transfer::TransferId;
 use crate::wallet::WalletId;
@@ -339,10 +339,10 @@ pub fn is_valid_idempotency_key(key: &str) -> bool {
 pub fn check_text(field: &str, text: &str, length_max: usize) -> Result<(), DomainError> {
     let length = text.chars().count();
     if length == 0 || length > length_max {
-        return Err(DomainError::validation(field, &format!("must have 1 to {length_max} characters")));
+        return Err(DomainError::invalid(field, Rule::Length { length_max }));
     }
     if text.chars().any(char::is_control) {
-        return Err(DomainError::validation(field, "must not contain control characters"));
+        return Err(DomainError::invalid(field, Rule::NoControlCharacters));
     }
     Ok(())
 }
@@ -351,17 +351,17 @@ pub fn check_text(field: &str, text: &str, length_max: usize) -> Result<(), Doma
 pub fn check_metadata(metadata: &Option<serde_json::Value>) -> Result<serde_json::Value, DomainError> {
     let Some(value) = metadata else { return Ok(serde_json::Value::Null) };
     if !value.is_object() {
-        return Err(DomainError::validation("metadata", "must be a JSON object"));
+        return Err(DomainError::invalid("metadata", Rule::JsonObject));
     }
     if depth(value) > METADATA_DEPTH_MAX {
-        return Err(DomainError::validation("metadata", &format!("must nest at most {METADATA_DEPTH_MAX} levels")));
+        return Err(DomainError::invalid("metadata", Rule::DepthMax { depth_max: METADATA_DEPTH_MAX }));
     }
     let text = serde_json::to_string(value).expect("values serialize");
     if text.len() > METADATA_BYTES_MAX {
-        return Err(DomainError::validation("metadata", &format!("must be at most {METADATA_BYTES_MAX} bytes")));
+        return Err(DomainError::invalid("metadata", Rule::BytesMax { bytes_max: METADATA_BYTES_MAX }));
     }
     if text.contains("\\u0000") {
-        return Err(DomainError::validation("metadata", "must not contain NUL characters"));
+        return Err(DomainError::invalid("metadata", Rule::NoNulCharacters));
     }
     Ok(value.clone())
 }

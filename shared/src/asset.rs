@@ -1,57 +1,12 @@
 //! Assets: codes, cash-in fee policies, system wallets, and the asset Decider.
 
-use std::fmt;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::DomainError;
+use crate::error::{DomainError, Rule};
+use crate::ids::WalletId;
+pub use crate::ids::{AssetCode, ASSET_CODE_LENGTH_MAX, ASSET_CODE_PATTERN};
 use crate::money::{from_units, mul_div_half_up, units_at, AmountError, Scale};
-use crate::wallet::WalletId;
-
-/// Length of an asset code at most, by `^[A-Z][A-Z0-9_]{0,15}$`.
-pub const ASSET_CODE_LENGTH_MAX: usize = 16;
-
-/// An asset's code, such as `GOLD` or `NGN`: `^[A-Z][A-Z0-9_]{0,15}$`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AssetCode(String);
-
-impl AssetCode {
-    pub fn parse(text: &str) -> Result<AssetCode, DomainError> {
-        let mut bytes = text.bytes();
-        let valid = text.len() <= ASSET_CODE_LENGTH_MAX
-            && bytes.next().is_some_and(|first| first.is_ascii_uppercase())
-            && bytes.all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_');
-        if !valid {
-            return Err(DomainError::validation("code", "must match ^[A-Z][A-Z0-9_]{0,15}$"));
-        }
-        Ok(AssetCode(text.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for AssetCode {
-    type Error = DomainError;
-    fn try_from(text: String) -> Result<AssetCode, DomainError> {
-        AssetCode::parse(&text)
-    }
-}
-
-impl From<AssetCode> for String {
-    fn from(code: AssetCode) -> String {
-        code.0
-    }
-}
-
-impl fmt::Display for AssetCode {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(&self.0)
-    }
-}
 
 /// The fee taken on a cash-in: `amount × percent / 100 + fixed`, clamped to `min..=max`,
 /// rounded half up to the asset's scale, and never more than the amount itself.
@@ -72,18 +27,18 @@ impl FeePolicy {
     pub fn parse(self, scale: Scale) -> Result<FeePolicy, DomainError> {
         let hundred = Decimal::ONE_HUNDRED;
         if self.percent < Decimal::ZERO || self.percent > hundred {
-            return Err(DomainError::validation("cash_in_fee.percent", "must be between 0 and 100"));
+            return Err(DomainError::invalid("cash_in_fee.percent", Rule::Percent));
         }
         let money = |field: &'static str, value: Decimal| {
             crate::money::parse_non_negative(value, scale)
-                .map_err(|error| DomainError::validation(field, &error.to_string()))
+                .map_err(|error| DomainError::invalid(field, Rule::Money(error)))
         };
         let fixed = money("cash_in_fee.fixed", self.fixed)?;
         let min = self.min.map(|min| money("cash_in_fee.min", min)).transpose()?;
         let max = self.max.map(|max| money("cash_in_fee.max", max)).transpose()?;
         if let (Some(min), Some(max)) = (min, max) {
             if min > max {
-                return Err(DomainError::validation("cash_in_fee.min", "must not exceed max"));
+                return Err(DomainError::invalid("cash_in_fee.min", Rule::MinAboveMax));
             }
         }
         Ok(FeePolicy { percent: self.percent.normalize(), fixed, min, max })
@@ -160,7 +115,7 @@ pub fn decide(asset: &Asset, command: &DefineAsset) -> Result<Vec<AssetEvent>, D
     let SystemWallets { treasury, revenue, fees } = command.system_wallets;
     if treasury == revenue || treasury == fees || revenue == fees {
         // One stream cannot be opened as two wallets.
-        return Err(DomainError::validation("system_wallets", "must be three different wallets"));
+        return Err(DomainError::invalid("system_wallets", Rule::DistinctSystemWallets));
     }
     let cash_in_fee = command.cash_in_fee.clone().map(|policy| policy.parse(command.scale)).transpose()?;
     Ok(vec![AssetEvent::AssetDefined(AssetDefinition {

@@ -7,56 +7,13 @@ use rust_decimal::Decimal;
 
 use crate::asset::{self, Asset, AssetCode, AssetDefinition, DefineAsset};
 use crate::envelope::{Change, Event, StreamId};
-use crate::money::{exact_add, exact_sub, Amount, AmountError};
+pub use crate::error::DomainError;
+use crate::error::Rule;
+use crate::money::{exact_add, exact_sub, Amount};
 use crate::transfer::{
     self, Leg, LegRole, Transfer, TransferCommand, TransferId, TransferKind, TransferRecorded, TransferReversed,
 };
 use crate::wallet::{self, OpenWallet, Wallet, WalletCommand, WalletId, WalletKind, WalletOpened};
-
-/// Why a command was refused. Each variant maps to one stable problem code (see [`crate::api::ProblemCode`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DomainError {
-    #[error("{field}: {reason}")]
-    Validation { field: String, reason: String },
-    #[error("{field}: {reason}")]
-    InvalidAmount { field: String, reason: AmountError },
-    #[error("the result would be out of the representable range")]
-    AmountOutOfRange,
-    #[error("asset {code} does not exist")]
-    AssetNotFound { code: String },
-    #[error("wallet not found")]
-    WalletNotFound { wallet_id: Option<WalletId> },
-    #[error("transfer not found")]
-    TransferNotFound { transfer_id: Option<TransferId> },
-    #[error("asset {code} already exists")]
-    AssetExists { code: AssetCode },
-    #[error("a wallet already exists: {wallet_id}")]
-    WalletExists { wallet_id: WalletId },
-    #[error("wallets hold different assets: {from_asset} and {to_asset}")]
-    AssetMismatch { from_asset: AssetCode, to_asset: AssetCode },
-    #[error("a transfer needs two different wallets")]
-    SameWallet,
-    #[error("wallet {wallet_id} has {available} available, {requested} requested")]
-    InsufficientFunds { wallet_id: WalletId, available: String, requested: String },
-    #[error("wallet {wallet_id} is frozen")]
-    WalletFrozen { wallet_id: WalletId },
-    #[error("wallet {wallet_id} is closed")]
-    WalletClosed { wallet_id: WalletId },
-    #[error("wallet {wallet_id} still holds {balance}")]
-    WalletNotEmpty { wallet_id: WalletId, balance: String },
-    #[error("transfer {transfer_id} has {remaining} left to reverse, {requested} requested")]
-    ReversalExceedsTransfer { transfer_id: TransferId, remaining: String, requested: String },
-}
-
-impl DomainError {
-    pub fn validation(field: &str, reason: &str) -> DomainError {
-        DomainError::Validation { field: field.to_owned(), reason: reason.to_owned() }
-    }
-
-    fn invalid_amount(field: &str) -> impl Fn(AmountError) -> DomainError + '_ {
-        move |reason| DomainError::InvalidAmount { field: field.to_owned(), reason }
-    }
-}
 
 /// What may happen to a wallet's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +116,7 @@ impl World {
     fn user_wallet(&self, wallet_id: WalletId, field: &str) -> Result<&OpenWallet, DomainError> {
         let open = self.wallet(wallet_id)?;
         if open.kind != WalletKind::User {
-            return Err(DomainError::validation(field, "system wallets move money only as legs of other kinds"));
+            return Err(DomainError::invalid(field, Rule::SystemWalletMove));
         }
         Ok(open)
     }
@@ -299,7 +256,7 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
                     legs
                 }
                 TransferKind::Transfer | TransferKind::Reversal => {
-                    return Err(DomainError::validation("kind", "transfers and reversals have commands of their own"))
+                    return Err(DomainError::invalid("kind", Rule::KindHasOwnCommand))
                 }
             };
             record(

@@ -1,5 +1,7 @@
 //! Tally's domain and wire contract: pure functions and types, no IO.
 //!
+//! - [`ids`]: the ids of wallets, transfers and assets.
+//! - [`error`]: [`error::DomainError`], why a command was refused, and the [`error::Rule`]s of validation.
 //! - [`money`]: exact amounts and scales, parsing from the wire and formatting with the asset's scale.
 //! - [`asset`]: asset definitions, cash-in fee policies, the asset Decider.
 //! - [`wallet`]: wallet state, events and the wallet Decider (debit, credit, freeze, close).
@@ -12,6 +14,8 @@
 pub mod api;
 pub mod asset;
 pub mod envelope;
+pub mod error;
+pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod notification;

@@ -1,25 +1,12 @@
 //! Transfers: the aggregate that records a movement's legs once and caps what its reversals may take back.
 
-use std::fmt;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-use crate::asset::AssetCode;
-use crate::ledger::DomainError;
+use crate::error::{DomainError, Rule};
+pub use crate::ids::TransferId;
+use crate::ids::{AssetCode, WalletId};
 use crate::money::{from_units, mul_div_half_up, units_at, Scale};
-use crate::wallet::WalletId;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TransferId(pub Uuid);
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(formatter)
-    }
-}
 
 /// What a transfer does, which fixes its legs (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -163,7 +150,7 @@ impl RecordedTransfer {
     /// The last reversal takes exactly what remains of the fee, so reversals always sum to the original.
     pub fn plan_reversal(&self, amount: Option<Decimal>) -> Result<(Decimal, Decimal, Vec<Leg>), DomainError> {
         if self.kind == TransferKind::Reversal {
-            return Err(DomainError::validation("transfer_id", "a reversal cannot itself be reversed"));
+            return Err(DomainError::invalid("transfer_id", Rule::ReversalOfReversal));
         }
         let remaining = self.remaining_amount();
         let requested = amount.unwrap_or(remaining);
@@ -215,10 +202,9 @@ pub fn decide(transfer: &Transfer, command: &TransferCommand) -> Result<Vec<Tran
         (Transfer::Unrecorded, TransferCommand::Record(recorded)) => {
             Ok(vec![TransferEvent::TransferRecorded(recorded.clone())])
         }
-        (Transfer::Recorded(recorded), TransferCommand::Record(_)) => Err(DomainError::validation(
-            "transfer_id",
-            &format!("transfer {} is already recorded", recorded.transfer_id),
-        )),
+        (Transfer::Recorded(recorded), TransferCommand::Record(_)) => {
+            Err(DomainError::invalid("transfer_id", Rule::TransferRecorded { transfer_id: recorded.transfer_id }))
+        }
         (Transfer::Unrecorded, TransferCommand::Reverse(_)) => Err(DomainError::TransferNotFound { transfer_id: None }),
         (Transfer::Recorded(recorded), TransferCommand::Reverse(reversed)) => {
             if reversed.amount > recorded.remaining_amount() || reversed.fee > recorded.fee - recorded.reversed_fee {

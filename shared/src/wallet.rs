@@ -1,28 +1,16 @@
 //! Wallets: state, events and the wallet Decider (open, debit, credit, freeze, unfreeze, close).
 
-use std::fmt;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-use crate::asset::AssetCode;
-use crate::ledger::DomainError;
+use crate::error::{DomainError, Rule};
+pub use crate::ids::WalletId;
+use crate::ids::{AssetCode, TransferId};
 use crate::money::{exact_add, exact_sub, Amount, Scale};
-use crate::transfer::{TransferId, TransferKind};
+use crate::transfer::TransferKind;
 
 /// Length of an owner id at most, in characters.
 pub const OWNER_ID_LENGTH_MAX: usize = 128;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WalletId(pub Uuid);
-
-impl fmt::Display for WalletId {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(formatter)
-    }
-}
 
 /// Who a wallet belongs to: a user of the client application, or the asset itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -236,7 +224,7 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
 /// System wallets carry the asset's own books; freezing or closing one would stop the asset.
 fn ensure_user_wallet(open: &OpenWallet) -> Result<(), DomainError> {
     if open.kind != WalletKind::User {
-        return Err(DomainError::validation("wallet_id", "system wallets cannot be frozen, unfrozen or closed"));
+        return Err(DomainError::invalid("wallet_id", Rule::SystemWalletStatus));
     }
     Ok(())
 }

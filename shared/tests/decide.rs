@@ -6,6 +6,7 @@ mod support;
 use rust_decimal::Decimal;
 use tally_shared::asset::{AssetCode, FeePolicy};
 use tally_shared::envelope::{Change, StreamId};
+use tally_shared::error::Rule;
 use tally_shared::ledger::{decide, dependencies, Command, Dependency, DomainError, StatusCommand, World};
 use tally_shared::money::{AmountError, Scale};
 use tally_shared::transfer::{TransferId, TransferKind};
@@ -88,8 +89,8 @@ fn insufficient(wallet_id: WalletId, available: &str, requested: &str) -> Domain
     DomainError::InsufficientFunds { wallet_id, available: available.to_owned(), requested: requested.to_owned() }
 }
 
-fn validation(field: &str, reason: &str) -> DomainError {
-    DomainError::validation(field, reason)
+fn validation(field: &str, rule: Rule) -> DomainError {
+    DomainError::invalid(field, rule)
 }
 
 // ---- Assets ------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ fn asset_codes_match_the_pattern() {
     for invalid in ["", "gold", "Gold", "1GOLD", "_GOLD", "GO-LD", "GO LD", "GÖLD", "ABCDEFGHIJKLMNOPQ", "GOLD\n"] {
         assert_eq!(
             AssetCode::parse(invalid),
-            Err(validation("code", "must match ^[A-Z][A-Z0-9_]{0,15}$")),
+            Err(validation("code", Rule::Pattern { pattern: "^[A-Z][A-Z0-9_]{0,15}$" })),
             "{invalid:?}"
         );
         assert!(serde_json::from_value::<AssetCode>(serde_json::json!(invalid)).is_err(), "{invalid:?}");
@@ -154,7 +155,7 @@ fn fee_percent_goes_from_0_to_100() {
         check(
             &[],
             gold.define(Some(policy(percent, "0", None, None))),
-            Err(validation("cash_in_fee.percent", "must be between 0 and 100")),
+            Err(validation("cash_in_fee.percent", Rule::Percent)),
         );
     }
 }
@@ -162,8 +163,8 @@ fn fee_percent_goes_from_0_to_100() {
 #[test]
 fn fee_money_fields_are_non_negative_at_the_asset_scale() {
     let gold = gold();
-    let negative = AmountError::Negative.to_string();
-    let overscaled = AmountError::TooManyDecimals { scale: 2 }.to_string();
+    let negative = Rule::Money(AmountError::Negative);
+    let overscaled = Rule::Money(AmountError::TooManyDecimals { scale: 2 });
     let cases = [
         (policy("1", "-0.01", None, None), "cash_in_fee.fixed", &negative),
         (policy("1", "0.001", None, None), "cash_in_fee.fixed", &overscaled),
@@ -173,7 +174,7 @@ fn fee_money_fields_are_non_negative_at_the_asset_scale() {
         (policy("1", "0", None, Some("1.001")), "cash_in_fee.max", &overscaled),
     ];
     for (policy, field, reason) in cases {
-        check(&[], gold.define(Some(policy)), Err(validation(field, reason)));
+        check(&[], gold.define(Some(policy)), Err(validation(field, reason.clone())));
     }
 }
 
@@ -183,7 +184,7 @@ fn fee_min_must_not_exceed_max() {
     check(
         &[],
         gold.define(Some(policy("1", "0", Some("2.00"), Some("1.99")))),
-        Err(validation("cash_in_fee.min", "must not exceed max")),
+        Err(validation("cash_in_fee.min", Rule::MinAboveMax)),
     );
     check(
         &[],
@@ -204,7 +205,7 @@ fn an_asset_is_defined_once() {
 fn an_asset_needs_three_different_system_wallets() {
     let mut gold = gold();
     gold.fees = gold.revenue;
-    check(&[], gold.define(None), Err(validation("system_wallets", "must be three different wallets")));
+    check(&[], gold.define(None), Err(validation("system_wallets", Rule::DistinctSystemWallets)));
 }
 
 #[test]
@@ -280,8 +281,8 @@ fn an_overdraft_limit_is_non_negative_at_the_asset_scale() {
 fn an_owner_id_has_1_to_128_characters() {
     let gold = gold();
     let given = gold.defined(None);
-    let reason = "must have 1 to 128 characters";
-    check(&given, gold.open(ALICE, "", None), Err(validation("owner_id", reason)));
+    let reason = Rule::Length { length_max: 128 };
+    check(&given, gold.open(ALICE, "", None), Err(validation("owner_id", reason.clone())));
     check(&given, gold.open(ALICE, &"é".repeat(129), None), Err(validation("owner_id", reason)));
     let longest = "é".repeat(128);
     check(&given, gold.open(ALICE, &longest, None), Ok(vec![gold.opened(ALICE, &longest, "0.00")]));
@@ -701,21 +702,17 @@ fn unknown_wallets_are_not_found() {
 fn movements_have_their_own_kinds() {
     let given = gold_with_alice("10.00");
     for kind in [TransferKind::Transfer, Reversal] {
-        check(
-            &given,
-            movement(kind, T1, ALICE, "1"),
-            Err(validation("kind", "transfers and reversals have commands of their own")),
-        );
+        check(&given, movement(kind, T1, ALICE, "1"), Err(validation("kind", Rule::KindHasOwnCommand)));
     }
 }
 
 #[test]
 fn a_transfer_id_is_used_once() {
     let given = gold_with_alice_and_bob("10.00");
-    let reason = format!("transfer {T0} is already recorded");
-    check(&given, movement(Spend, T0, ALICE, "1"), Err(validation("transfer_id", &reason)));
-    check(&given, transfer_between(T0, ALICE, BOB, "1", None), Err(validation("transfer_id", &reason)));
-    check(&given, reverse(T0, T0, None), Err(validation("transfer_id", &reason)));
+    let reason = Rule::TransferRecorded { transfer_id: T0 };
+    check(&given, movement(Spend, T0, ALICE, "1"), Err(validation("transfer_id", reason.clone())));
+    check(&given, transfer_between(T0, ALICE, BOB, "1", None), Err(validation("transfer_id", reason.clone())));
+    check(&given, reverse(T0, T0, None), Err(validation("transfer_id", reason.clone())));
 }
 
 // ---- Status: frozen, closed, system wallets --------------------------------------------------------
@@ -820,10 +817,10 @@ fn closed_is_terminal() {
 fn system_wallets_cannot_be_frozen_unfrozen_or_closed() {
     let gold = gold();
     let given = gold_with_alice("10.00");
-    let reason = "system wallets cannot be frozen, unfrozen or closed";
+    let reason = Rule::SystemWalletStatus;
     for system in [gold.treasury, gold.revenue, gold.fees] {
         for change in [StatusCommand::Freeze, StatusCommand::Unfreeze, StatusCommand::Close] {
-            check(&given, change_status(system, change), Err(validation("wallet_id", reason)));
+            check(&given, change_status(system, change), Err(validation("wallet_id", reason.clone())));
         }
     }
 }
@@ -832,13 +829,17 @@ fn system_wallets_cannot_be_frozen_unfrozen_or_closed() {
 fn system_wallets_are_never_the_subject_of_user_money_commands() {
     let gold = gold();
     let given = gold_with_alice("10.00");
-    let reason = "system wallets move money only as legs of other kinds";
+    let reason = Rule::SystemWalletMove;
     for system in [gold.treasury, gold.revenue, gold.fees] {
         for kind in [Topup, Bonus, Spend, Withdrawal, CashIn] {
-            check(&given, movement(kind, T1, system, "1"), Err(validation("wallet_id", reason)));
+            check(&given, movement(kind, T1, system, "1"), Err(validation("wallet_id", reason.clone())));
         }
-        check(&given, transfer_between(T1, system, ALICE, "1", None), Err(validation("from_wallet_id", reason)));
-        check(&given, transfer_between(T1, ALICE, system, "1", None), Err(validation("to_wallet_id", reason)));
+        check(
+            &given,
+            transfer_between(T1, system, ALICE, "1", None),
+            Err(validation("from_wallet_id", reason.clone())),
+        );
+        check(&given, transfer_between(T1, ALICE, system, "1", None), Err(validation("to_wallet_id", reason.clone())));
     }
 }
 
@@ -1108,7 +1109,7 @@ fn a_reversal_needs_the_funds_of_who_received() {
 #[test]
 fn a_reversal_cannot_be_reversed() {
     let given = history(&gold_with_alice("10.00"), &[reverse(R1, T0, Some("1"))]);
-    check(&given, reverse(R2, R1, None), Err(validation("transfer_id", "a reversal cannot itself be reversed")));
+    check(&given, reverse(R2, R1, None), Err(validation("transfer_id", Rule::ReversalOfReversal)));
 }
 
 #[test]
