@@ -1,23 +1,117 @@
 //! The Postgres event store: stream snapshots, the append itself, idempotency records and owner uniqueness.
 //! Reads see what is committed; a batch is written by one statement ([`write_batch`]), its own transaction.
+//!
+//! What a database error means is decided here and nowhere else: callers get a [`Written`] outcome for the
+//! races the constraints settle, and a [`StoreError`] that says whether trying again may help.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::answer::Answer;
 
 /// Key of the transaction-scoped advisory lock every append takes before it allocates positions (or writes
 /// anything), so that position order is commit order and a reader of `position > checkpoint` never skips
 /// an event that commits late (ARCHITECTURE.md, "Ordering").
 pub const APPEND_LOCK_KEY: i64 = 0x7461_6c6c_7901;
 
+/// The constraint that refuses a second event at one `(stream_id, version)`: the loser of a race.
+const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
+/// The constraint that refuses a second answer under one `(principal, idempotency_key)`.
+const IDEMPOTENCY_KEY_CONSTRAINT: &str = "idempotency_keys_pkey";
+
+/// Why a call to the store failed, and whether the same call may succeed if made again.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A lost race the constraints did not name, a deadlock, a timeout, a lost connection, a failover.
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// Anything else: trying again would fail again.
+    #[error("{0:#}")]
+    Fatal(anyhow::Error),
+}
+
+impl StoreError {
+    fn of(error: sqlx::Error, doing: &'static str) -> StoreError {
+        let transient = is_transient(&error);
+        let cause = anyhow::Error::new(error).context(doing);
+        if transient {
+            StoreError::Transient(cause)
+        } else {
+            StoreError::Fatal(cause)
+        }
+    }
+
+    /// Stored data that cannot be what the service wrote.
+    fn corrupt(what: String) -> StoreError {
+        StoreError::Fatal(anyhow::anyhow!(what))
+    }
+}
+
+/// Errors after which the same call may succeed: unique violations (a race), serialization failures,
+/// deadlocks, statement timeouts, a server shutting down or in recovery, lost connections.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => {
+            matches!(
+                database.code().as_deref(),
+                Some("23505" | "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" | "08006" | "08003" | "25P03")
+            )
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
+fn violates(error: &sqlx::Error, constraint: &str) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.constraint() == Some(constraint))
+}
+
 /// Takes the append lock until the end of the caller's transaction: no other append can write meanwhile.
 pub async fn take_append_lock(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK_KEY).execute(connection).await?;
     Ok(())
+}
+
+/// The connection a batch attempt runs on. Optimistic: a plain connection, on which the write is a transaction
+/// of its own. Locked: a transaction that took the append lock before anything else, committed by [`finish`].
+///
+/// [`finish`]: Session::finish
+pub enum Session {
+    Optimistic(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Locked(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Session {
+    pub async fn open(pool: &PgPool, locked: bool) -> Result<Session, StoreError> {
+        if !locked {
+            let connection = pool.acquire().await.map_err(|error| StoreError::of(error, "acquire a connection"))?;
+            return Ok(Session::Optimistic(connection));
+        }
+        let mut transaction = pool.begin().await.map_err(|error| StoreError::of(error, "begin a transaction"))?;
+        take_append_lock(&mut transaction).await.map_err(|error| StoreError::of(error, "take the append lock"))?;
+        Ok(Session::Locked(transaction))
+    }
+
+    pub fn connection(&mut self) -> &mut PgConnection {
+        match self {
+            Session::Optimistic(connection) => connection,
+            Session::Locked(transaction) => transaction,
+        }
+    }
+
+    pub async fn finish(self) -> Result<(), StoreError> {
+        match self {
+            Session::Optimistic(_) => Ok(()),
+            Session::Locked(transaction) => {
+                transaction.commit().await.map_err(|error| StoreError::of(error, "commit the locked batch"))
+            }
+        }
+    }
 }
 
 /// A stream's last version, the position of its last event and its last hash.
@@ -52,15 +146,22 @@ type SnapshotRow = (String, i64, i64, serde_json::Value, Vec<u8>, DateTime<Utc>)
 /// Reads the snapshots of `stream_ids` as they are now; those that do not exist are missing from the answer.
 /// No lock: a batch decided on them is written only if they are still at these versions ([`write_batch`]).
 #[tracing::instrument(skip_all, fields(streams = stream_ids.len()))]
-pub async fn load_streams(connection: &mut PgConnection, stream_ids: &[String]) -> anyhow::Result<Vec<LoadedStream>> {
+pub async fn load_streams(
+    connection: &mut PgConnection,
+    stream_ids: &[String],
+) -> Result<Vec<LoadedStream>, StoreError> {
     let sql =
         "SELECT stream_id, version, position, state, last_hash, updated_at FROM streams WHERE stream_id = ANY($1)";
-    let rows: Vec<SnapshotRow> =
-        sqlx::query_as(sql).bind(stream_ids).fetch_all(&mut *connection).await.context("load stream snapshots")?;
+    let rows: Vec<SnapshotRow> = sqlx::query_as(sql)
+        .bind(stream_ids)
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(|error| StoreError::of(error, "load stream snapshots"))?;
     rows.into_iter()
         .map(|(stream_id, version, position, state, last_hash, recorded_at)| {
-            let last_hash: [u8; 32] =
-                last_hash.try_into().map_err(|_| anyhow::anyhow!("snapshot of {stream_id} has a malformed hash"))?;
+            let last_hash: [u8; 32] = last_hash
+                .try_into()
+                .map_err(|_| StoreError::corrupt(format!("snapshot of {stream_id} has a malformed hash")))?;
             Ok(LoadedStream { stream_id, head: StreamHead { version, position, last_hash, recorded_at }, state })
         })
         .collect()
@@ -70,7 +171,7 @@ pub async fn load_streams(connection: &mut PgConnection, stream_ids: &[String]) 
 pub async fn load_owners(
     connection: &mut PgConnection,
     pairs: &[(String, String)],
-) -> anyhow::Result<HashMap<(String, String), Uuid>> {
+) -> Result<HashMap<(String, String), Uuid>, StoreError> {
     let (owners, assets): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
     let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
         "SELECT o.owner_id, o.asset, o.wallet_id FROM wallet_owners o
@@ -80,39 +181,44 @@ pub async fn load_owners(
     .bind(&assets)
     .fetch_all(&mut *connection)
     .await
-    .context("load wallet owners")?;
+    .map_err(|error| StoreError::of(error, "load wallet owners"))?;
     Ok(rows.into_iter().map(|(owner, asset, wallet)| ((owner, asset), wallet)).collect())
 }
 
-/// A completed command's record.
+/// An answer as stored under its key: the request's fingerprint, the answer, and its position.
 #[derive(Debug, Clone)]
-pub struct StoredResponse {
+pub struct StoredAnswer {
     pub fingerprint: [u8; 32],
-    pub status: u16,
-    pub body: serde_json::Value,
+    pub answer: Answer,
+    pub position: Option<i64>,
 }
 
-pub async fn stored_responses(
+/// An `idempotency_keys` row as read: principal, key, fingerprint, status, body, position.
+type AnswerRow = (String, String, Vec<u8>, i16, serde_json::Value, Option<i64>);
+
+/// The answers stored under these `(principal, idempotency_key)` pairs.
+pub async fn stored_answers(
     connection: &mut PgConnection,
     keys: &[(String, String)],
-) -> anyhow::Result<HashMap<(String, String), StoredResponse>> {
+) -> Result<HashMap<(String, String), StoredAnswer>, StoreError> {
     let (principals, idempotency_keys): (Vec<String>, Vec<String>) = keys.iter().cloned().unzip();
-    let rows: Vec<(String, String, Vec<u8>, i16, serde_json::Value)> = sqlx::query_as(
-        "SELECT k.principal, k.idempotency_key, k.fingerprint, k.status, k.response FROM idempotency_keys k
+    let rows: Vec<AnswerRow> = sqlx::query_as(
+        "SELECT k.principal, k.idempotency_key, k.fingerprint, k.status, k.response, k.position FROM idempotency_keys k
          JOIN unnest($1::text[], $2::text[]) AS p(principal, idempotency_key) USING (principal, idempotency_key)",
     )
     .bind(&principals)
     .bind(&idempotency_keys)
     .fetch_all(&mut *connection)
     .await
-    .context("read stored responses")?;
+    .map_err(|error| StoreError::of(error, "read stored answers"))?;
     rows.into_iter()
-        .map(|(principal, key, fingerprint, status, body)| {
+        .map(|(principal, key, fingerprint, status, body, position)| {
             let fingerprint: [u8; 32] = fingerprint
                 .try_into()
-                .map_err(|_| anyhow::anyhow!("idempotency record has a malformed fingerprint"))?;
-            let status = u16::try_from(status).context("stored status")?;
-            Ok(((principal, key), StoredResponse { fingerprint, status, body }))
+                .map_err(|_| StoreError::corrupt(format!("the answer under {key:?} has a malformed fingerprint")))?;
+            let status = u16::try_from(status)
+                .map_err(|_| StoreError::corrupt(format!("the answer under {key:?} has status {status}")))?;
+            Ok(((principal, key), StoredAnswer { fingerprint, answer: Answer { status, body }, position }))
         })
         .collect()
 }
@@ -126,7 +232,7 @@ pub struct NewEvent {
     pub event_type: String,
     pub data: serde_json::Value,
     /// Shared by the events of one command (one `Arc`): [`write_batch`] sends it once per command.
-    pub metadata: std::sync::Arc<serde_json::Value>,
+    pub metadata: Arc<serde_json::Value>,
     pub recorded_at: DateTime<Utc>,
     pub hash: [u8; 32],
 }
@@ -143,7 +249,7 @@ pub struct Snapshot {
     pub state: String,
 }
 
-/// Where a stored answer's position comes from.
+/// Where an answer's position comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerPosition {
     /// The answer has none (a refusal).
@@ -154,17 +260,26 @@ pub enum AnswerPosition {
     Existing(i64),
 }
 
-/// A decided command's answer, stored under its idempotency key.
+impl AnswerPosition {
+    /// The position itself, given the positions the write drew for the batch's events.
+    pub fn resolve(self, positions: &[i64]) -> Option<i64> {
+        match self {
+            AnswerPosition::None => None,
+            AnswerPosition::Appended(event) => positions.get(event).copied(),
+            AnswerPosition::Existing(position) => Some(position),
+        }
+    }
+}
+
+/// A decided command's answer, to be stored under its idempotency key.
 #[derive(Debug, Clone)]
-pub struct Completion<'a> {
+pub struct NewAnswer<'a> {
     pub principal: &'a str,
     pub idempotency_key: &'a str,
     pub fingerprint: [u8; 32],
-    pub status: u16,
-    pub body: &'a serde_json::Value,
+    /// The answer without its position: the store keeps that in a column of its own.
+    pub answer: &'a Answer,
     pub position: AnswerPosition,
-    /// The body shows the position as its `position` field.
-    pub shows_position: bool,
 }
 
 /// Everything a decided batch writes, and what it was decided against.
@@ -183,209 +298,255 @@ pub struct BatchWrite<'a> {
     /// New user wallets: `(owner_id, asset, wallet_id)`.
     pub owners: &'a [(String, String, Uuid)],
     /// The answers to store, stamped `now`.
-    pub completions: &'a [Completion<'a>],
+    pub answers: &'a [NewAnswer<'a>],
     pub now: DateTime<Utc>,
 }
 
 impl BatchWrite<'_> {
     /// Nothing to write: every command of the batch was answered from its stored answer.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.snapshots.is_empty() && self.owners.is_empty() && self.completions.is_empty()
+        self.events.is_empty() && self.snapshots.is_empty() && self.owners.is_empty() && self.answers.is_empty()
     }
 }
 
-/// What [`write_batch`] did.
+/// What [`write_batch`] did. Every outcome but `Appended` wrote nothing at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     /// Everything is committed; the events' positions, in the batch's order.
     Appended { positions: Vec<i64> },
-    /// A stream the batch was decided against has moved (or appeared) since it was read: nothing was written.
-    Stale,
+    /// A stream the batch was decided against has moved (or appeared) since it was read, or a stream it
+    /// appends to gained the version it meant to write: decide again on fresh state.
+    StreamMoved,
+    /// Another request stored an answer under one of the batch's keys meanwhile: that answer is the key's.
+    KeyTaken,
 }
+
+/// The one statement of [`write_batch`]. Order of evaluation: `guard` reads its one row from `lock` before it
+/// computes `ok`, so the lock is held before any row is locked; everything else waits for `ok`
+/// (`WHERE (SELECT ok FROM guard)` is a one-time filter, evaluated before its node reads a row), so nothing
+/// is drawn or written before the check. `FOR SHARE` makes the check read each row's latest committed version,
+/// not the statement's snapshot (taken before the lock was): a row updated since is locked in its new version.
+/// `FOR KEY SHARE` would not do: it does not conflict with an update that keeps the key, so it locks the old
+/// version as it stands.
+const WRITE_BATCH_SQL: &str = "WITH lock AS MATERIALIZED (
+         SELECT pg_advisory_xact_lock($1)
+     ), current AS MATERIALIZED (
+         SELECT stream_id, version FROM streams WHERE stream_id = ANY($2::text[]) FOR SHARE
+     ), guard AS MATERIALIZED (
+         SELECT NOT EXISTS (
+             SELECT FROM unnest($2::text[], $3::bigint[]) AS e(stream_id, version)
+             LEFT JOIN current c USING (stream_id)
+             WHERE c.version IS DISTINCT FROM NULLIF(e.version, 0)
+         ) AS ok
+         FROM lock
+     ), drawn AS MATERIALIZED (
+         SELECT array_agg(d.position ORDER BY d.position) AS positions
+         FROM (SELECT nextval('events_position_seq') AS position
+               FROM generate_series(1, $4::integer) WHERE (SELECT ok FROM guard)) AS d
+     ), appended AS (
+         INSERT INTO events (position, stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+         OVERRIDING SYSTEM VALUE
+         SELECT (SELECT positions FROM drawn)[e.ordinal], e.stream_id, e.version, e.event_id, e.event_type,
+                e.data, ($30::jsonb[])[e.metadata], e.recorded_at, e.hash
+         FROM unnest($5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::jsonb[], $10::integer[],
+                     $11::timestamptz[], $12::bytea[])
+             WITH ORDINALITY AS e(stream_id, version, event_id, event_type, data, metadata, recorded_at, hash,
+                                  ordinal)
+         WHERE (SELECT ok FROM guard)
+     ), snapshots AS (
+         INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
+         SELECT s.stream_id, s.version, (SELECT positions FROM drawn)[s.last_event], s.state::jsonb,
+                s.last_hash, $18
+         FROM unnest($13::text[], $14::bigint[], $15::integer[], $16::text[], $17::bytea[])
+             AS s(stream_id, version, last_event, state, last_hash)
+         WHERE (SELECT ok FROM guard)
+         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, position = EXCLUDED.position,
+             state = EXCLUDED.state, last_hash = EXCLUDED.last_hash, updated_at = EXCLUDED.updated_at
+     ), owners AS (
+         INSERT INTO wallet_owners (owner_id, asset, wallet_id)
+         SELECT * FROM unnest($19::text[], $20::text[], $21::uuid[]) WHERE (SELECT ok FROM guard)
+     ), answers AS (
+         INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, position,
+                                       created_at)
+         SELECT c.principal, c.idempotency_key, c.fingerprint, c.status, c.response,
+                coalesce((SELECT positions FROM drawn)[c.last_event], c.position), $29
+         FROM unnest($22::text[], $23::text[], $24::bytea[], $25::smallint[], $26::jsonb[], $27::integer[],
+                     $28::bigint[])
+             AS c(principal, idempotency_key, fingerprint, status, response, last_event, position)
+         WHERE (SELECT ok FROM guard)
+     )
+     SELECT ok, (SELECT positions FROM drawn) FROM guard";
 
 /// Writes a decided batch in one statement, hence one implicit transaction, one round trip and one fsync:
 /// 1. takes the append lock, held to the commit, so that positions are handed out one writer at a time and
 ///    position order is commit order (ARCHITECTURE.md, "Ordering");
 /// 2. locks the rows of the streams only read and checks their versions, reading the latest committed row even
-///    if it committed after the statement began; if one moved, writes nothing and answers [`Written::Stale`];
-/// 3. draws the events' positions and writes events, snapshots, new owners and answers (their bodies and
-///    `position` take the drawn positions).
+///    if it committed after the statement began; if one moved, writes nothing: [`Written::StreamMoved`];
+/// 3. draws the events' positions and writes events, snapshots, new owners and answers.
 ///
-/// Constraints, not checks in Rust, stop every race the expectations cannot see, and each failure names its
-/// constraint:
-/// - `events_stream_version_key`: a stream the batch creates or appends to gained that version meanwhile;
-/// - `idempotency_keys_pkey`: another process stored one of the keys meanwhile; a transaction still
-///   holding such a key makes this wait for its outcome;
-/// - `wallet_owners_pkey`: another process opened a wallet for the same `(owner_id, asset)` meanwhile.
-#[tracing::instrument(skip_all, fields(events = batch.events.len(), answers = batch.completions.len()))]
-pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) -> Result<Written, sqlx::Error> {
-    let BatchWrite { expected, events, snapshots, recorded_at, owners, completions, now } = batch;
-    let too_many = |what: &str| sqlx::Error::Protocol(format!("too many {what} in one batch"));
-    let ordinal = |index: usize| i32::try_from(index + 1).map_err(|_| too_many("events"));
-    let event_count = i32::try_from(events.len()).map_err(|_| too_many("events"))?;
-
-    let expected_ids: Vec<&str> = expected.iter().map(|(stream_id, _)| stream_id.as_str()).collect();
-    let expected_versions: Vec<i64> = expected.iter().map(|(_, version)| *version).collect();
-
-    let stream_ids: Vec<&str> = events.iter().map(|event| event.stream_id.as_str()).collect();
-    let versions: Vec<i64> = events.iter().map(|event| event.version).collect();
-    let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-    let event_types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
-    let data: Vec<Json<&serde_json::Value>> = events.iter().map(|event| Json(&event.data)).collect();
-    // The events of one command share their metadata: sent (and parsed into jsonb) once per command.
-    let mut metadata: Vec<Json<&serde_json::Value>> = Vec::new();
-    let mut metadata_of: Vec<i32> = Vec::with_capacity(events.len());
-    let mut previous: Option<&std::sync::Arc<serde_json::Value>> = None;
-    for event in events.iter() {
-        if !previous.is_some_and(|shared| std::sync::Arc::ptr_eq(shared, &event.metadata)) {
-            metadata.push(Json(&*event.metadata));
-            previous = Some(&event.metadata);
-        }
-        metadata_of.push(i32::try_from(metadata.len()).map_err(|_| too_many("commands"))?);
-    }
-    let event_recorded_at: Vec<DateTime<Utc>> = events.iter().map(|event| event.recorded_at).collect();
-    let hashes: Vec<&[u8]> = events.iter().map(|event| event.hash.as_slice()).collect();
-
-    let snapshot_ids: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.stream_id.as_str()).collect();
-    let snapshot_versions: Vec<i64> = snapshots.iter().map(|snapshot| snapshot.version).collect();
-    let snapshot_events: Vec<i32> =
-        snapshots.iter().map(|snapshot| ordinal(snapshot.last_event)).collect::<Result<_, _>>()?;
-    let states: Vec<&str> = snapshots.iter().map(|snapshot| snapshot.state.as_str()).collect();
-    let last_hashes: Vec<&[u8]> = snapshots.iter().map(|snapshot| snapshot.last_hash.as_slice()).collect();
-
-    let owner_ids: Vec<&str> = owners.iter().map(|(owner, _, _)| owner.as_str()).collect();
-    let owner_assets: Vec<&str> = owners.iter().map(|(_, asset, _)| asset.as_str()).collect();
-    let owner_wallets: Vec<Uuid> = owners.iter().map(|(_, _, wallet)| *wallet).collect();
-
-    let principals: Vec<&str> = completions.iter().map(|completion| completion.principal).collect();
-    let keys: Vec<&str> = completions.iter().map(|completion| completion.idempotency_key).collect();
-    let fingerprints: Vec<&[u8]> = completions.iter().map(|completion| completion.fingerprint.as_slice()).collect();
-    let statuses: Vec<i16> = completions.iter().map(|completion| completion.status as i16).collect();
-    let bodies: Vec<Json<&serde_json::Value>> = completions.iter().map(|completion| Json(completion.body)).collect();
-    let answer_events: Vec<Option<i32>> = completions
-        .iter()
-        .map(|completion| match completion.position {
-            AnswerPosition::Appended(index) => ordinal(index).map(Some),
-            AnswerPosition::None | AnswerPosition::Existing(_) => Ok(None),
-        })
-        .collect::<Result<_, _>>()?;
-    let answer_positions: Vec<Option<i64>> = completions
-        .iter()
-        .map(|completion| match completion.position {
-            AnswerPosition::Existing(position) => Some(position),
-            AnswerPosition::None | AnswerPosition::Appended(_) => None,
-        })
-        .collect();
-    let shows_position: Vec<bool> = completions.iter().map(|completion| completion.shows_position).collect();
-
-    // Order of evaluation: `guard` reads its one row from `lock` before it computes `ok`, so the lock is held
-    // before any row is locked; everything else waits for `ok` (`WHERE (SELECT ok FROM guard)` is a one-time
-    // filter, evaluated before its node reads a row), so nothing is drawn or written before the check.
-    // `FOR SHARE` makes the check read each row's latest committed version, not the statement's snapshot (taken
-    // before the lock was): a row updated since is locked in its new version. `FOR KEY SHARE` would not do: it
-    // does not conflict with an update that keeps the key, so it locks the old version as it stands.
-    let (fresh, positions): (bool, Option<Vec<i64>>) = sqlx::query_as(
-        "WITH lock AS MATERIALIZED (
-             SELECT pg_advisory_xact_lock($1)
-         ), current AS MATERIALIZED (
-             SELECT stream_id, version FROM streams WHERE stream_id = ANY($2::text[]) FOR SHARE
-         ), guard AS MATERIALIZED (
-             SELECT NOT EXISTS (
-                 SELECT FROM unnest($2::text[], $3::bigint[]) AS e(stream_id, version)
-                 LEFT JOIN current c USING (stream_id)
-                 WHERE c.version IS DISTINCT FROM NULLIF(e.version, 0)
-             ) AS ok
-             FROM lock
-         ), drawn AS MATERIALIZED (
-             SELECT array_agg(d.position ORDER BY d.position) AS positions
-             FROM (SELECT nextval('events_position_seq') AS position
-                   FROM generate_series(1, $4::integer) WHERE (SELECT ok FROM guard)) AS d
-         ), appended AS (
-             INSERT INTO events (position, stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
-             OVERRIDING SYSTEM VALUE
-             SELECT (SELECT positions FROM drawn)[e.ordinal], e.stream_id, e.version, e.event_id, e.event_type,
-                    e.data, ($31::jsonb[])[e.metadata], e.recorded_at, e.hash
-             FROM unnest($5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::jsonb[], $10::integer[],
-                         $11::timestamptz[], $12::bytea[])
-                 WITH ORDINALITY AS e(stream_id, version, event_id, event_type, data, metadata, recorded_at, hash,
-                                      ordinal)
-             WHERE (SELECT ok FROM guard)
-         ), snapshots AS (
-             INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
-             SELECT s.stream_id, s.version, (SELECT positions FROM drawn)[s.last_event], s.state::jsonb,
-                    s.last_hash, $18
-             FROM unnest($13::text[], $14::bigint[], $15::integer[], $16::text[], $17::bytea[])
-                 AS s(stream_id, version, last_event, state, last_hash)
-             WHERE (SELECT ok FROM guard)
-             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, position = EXCLUDED.position,
-                 state = EXCLUDED.state, last_hash = EXCLUDED.last_hash, updated_at = EXCLUDED.updated_at
-         ), owners AS (
-             INSERT INTO wallet_owners (owner_id, asset, wallet_id)
-             SELECT * FROM unnest($19::text[], $20::text[], $21::uuid[]) WHERE (SELECT ok FROM guard)
-         ), answers AS (
-             INSERT INTO idempotency_keys (principal, idempotency_key, fingerprint, status, response, position,
-                                           created_at)
-             SELECT c.principal, c.idempotency_key, c.fingerprint, c.status,
-                    CASE WHEN c.shows_position AND p.position IS NOT NULL
-                         THEN jsonb_set(c.response, '{position}', to_jsonb(p.position))
-                         ELSE c.response END,
-                    p.position, $30
-             FROM unnest($22::text[], $23::text[], $24::bytea[], $25::smallint[], $26::jsonb[], $27::integer[],
-                         $28::bigint[], $29::boolean[])
-                 AS c(principal, idempotency_key, fingerprint, status, response, last_event, position,
-                      shows_position)
-             CROSS JOIN LATERAL (
-                 SELECT coalesce((SELECT positions FROM drawn)[c.last_event], c.position) AS position
-             ) AS p
-             WHERE (SELECT ok FROM guard)
-         )
-         SELECT ok, (SELECT positions FROM drawn) FROM guard",
-    )
-    .bind(APPEND_LOCK_KEY)
-    .bind(&expected_ids)
-    .bind(&expected_versions)
-    .bind(event_count)
-    .bind(&stream_ids)
-    .bind(&versions)
-    .bind(&event_ids)
-    .bind(&event_types)
-    .bind(&data)
-    .bind(&metadata_of)
-    .bind(&event_recorded_at)
-    .bind(&hashes)
-    .bind(&snapshot_ids)
-    .bind(&snapshot_versions)
-    .bind(&snapshot_events)
-    .bind(&states)
-    .bind(&last_hashes)
-    .bind(recorded_at)
-    .bind(&owner_ids)
-    .bind(&owner_assets)
-    .bind(&owner_wallets)
-    .bind(&principals)
-    .bind(&keys)
-    .bind(&fingerprints)
-    .bind(&statuses)
-    .bind(&bodies)
-    .bind(&answer_events)
-    .bind(&answer_positions)
-    .bind(&shows_position)
-    .bind(now)
-    .bind(&metadata)
-    .fetch_one(&mut *connection)
-    .await?;
+/// Constraints, not checks in Rust, stop every race the expectations cannot see:
+/// - `(stream_id, version)`: a stream the batch creates or appends to gained that version meanwhile
+///   ([`Written::StreamMoved`]);
+/// - the idempotency key's primary key: another process stored one of the keys meanwhile ([`Written::KeyTaken`]);
+///   a transaction still holding such a key makes this wait for its outcome;
+/// - `wallet_owners`' primary key: another process opened a wallet for the same `(owner_id, asset)`
+///   meanwhile (a transient [`StoreError`]: decided again, the command meets the wallet and is refused).
+#[tracing::instrument(skip_all, fields(events = batch.events.len(), answers = batch.answers.len()))]
+pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) -> Result<Written, StoreError> {
+    let columns = Columns::of(batch).map_err(StoreError::Fatal)?;
+    let query = sqlx::query_as(WRITE_BATCH_SQL)
+        .bind(APPEND_LOCK_KEY)
+        .bind(&columns.expected_ids)
+        .bind(&columns.expected_versions)
+        .bind(columns.event_count)
+        .bind(&columns.stream_ids)
+        .bind(&columns.versions)
+        .bind(&columns.event_ids)
+        .bind(&columns.event_types)
+        .bind(&columns.data)
+        .bind(&columns.metadata_of)
+        .bind(&columns.event_recorded_at)
+        .bind(&columns.hashes)
+        .bind(&columns.snapshot_ids)
+        .bind(&columns.snapshot_versions)
+        .bind(&columns.snapshot_events)
+        .bind(&columns.states)
+        .bind(&columns.last_hashes)
+        .bind(batch.recorded_at)
+        .bind(&columns.owner_ids)
+        .bind(&columns.owner_assets)
+        .bind(&columns.owner_wallets)
+        .bind(&columns.principals)
+        .bind(&columns.keys)
+        .bind(&columns.fingerprints)
+        .bind(&columns.statuses)
+        .bind(&columns.bodies)
+        .bind(&columns.answer_events)
+        .bind(&columns.answer_positions)
+        .bind(batch.now)
+        .bind(&columns.metadata);
+    let (fresh, positions): (bool, Option<Vec<i64>>) = match query.fetch_one(&mut *connection).await {
+        Ok(row) => row,
+        Err(error) if violates(&error, STREAM_VERSION_CONSTRAINT) => return Ok(Written::StreamMoved),
+        Err(error) if violates(&error, IDEMPOTENCY_KEY_CONSTRAINT) => return Ok(Written::KeyTaken),
+        Err(error) => return Err(StoreError::of(error, "write a batch")),
+    };
     if !fresh {
-        return Ok(Written::Stale);
+        return Ok(Written::StreamMoved);
     }
     let positions = positions.unwrap_or_default();
-    if positions.len() != events.len() {
-        return Err(sqlx::Error::Protocol(format!("{} positions drawn for {} events", positions.len(), events.len())));
+    if positions.len() != batch.events.len() {
+        return Err(StoreError::corrupt(format!(
+            "{} positions drawn for {} events",
+            positions.len(),
+            batch.events.len()
+        )));
     }
     Ok(Written::Appended { positions })
 }
 
+/// A [`BatchWrite`] as the columns its statement unnests.
+struct Columns<'a> {
+    expected_ids: Vec<&'a str>,
+    expected_versions: Vec<i64>,
+    event_count: i32,
+    stream_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<&'a str>,
+    data: Vec<Json<&'a serde_json::Value>>,
+    /// Each event's metadata, by 1-based index into `metadata`.
+    metadata_of: Vec<i32>,
+    metadata: Vec<Json<&'a serde_json::Value>>,
+    event_recorded_at: Vec<DateTime<Utc>>,
+    hashes: Vec<&'a [u8]>,
+    snapshot_ids: Vec<&'a str>,
+    snapshot_versions: Vec<i64>,
+    snapshot_events: Vec<i32>,
+    states: Vec<&'a str>,
+    last_hashes: Vec<&'a [u8]>,
+    owner_ids: Vec<&'a str>,
+    owner_assets: Vec<&'a str>,
+    owner_wallets: Vec<Uuid>,
+    principals: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    fingerprints: Vec<&'a [u8]>,
+    statuses: Vec<i16>,
+    bodies: Vec<Json<&'a serde_json::Value>>,
+    answer_events: Vec<Option<i32>>,
+    answer_positions: Vec<Option<i64>>,
+}
+
+/// A 1-based index into the batch's events, as SQL arrays count.
+fn ordinal(index: usize) -> anyhow::Result<i32> {
+    i32::try_from(index + 1).map_err(|_| anyhow::anyhow!("too many events in one batch"))
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a BatchWrite<'a>) -> anyhow::Result<Columns<'a>> {
+        let events = batch.events;
+        // The events of one command share their metadata: sent (and parsed into jsonb) once per command.
+        let mut metadata = Vec::new();
+        let mut metadata_of = Vec::with_capacity(events.len());
+        let mut previous: Option<&Arc<serde_json::Value>> = None;
+        for event in events {
+            if !previous.is_some_and(|shared| Arc::ptr_eq(shared, &event.metadata)) {
+                metadata.push(Json(&*event.metadata));
+                previous = Some(&event.metadata);
+            }
+            metadata_of.push(i32::try_from(metadata.len())?);
+        }
+        let answers = batch.answers;
+        Ok(Columns {
+            expected_ids: batch.expected.iter().map(|(stream_id, _)| stream_id.as_str()).collect(),
+            expected_versions: batch.expected.iter().map(|(_, version)| *version).collect(),
+            event_count: i32::try_from(events.len())?,
+            stream_ids: events.iter().map(|event| event.stream_id.as_str()).collect(),
+            versions: events.iter().map(|event| event.version).collect(),
+            event_ids: events.iter().map(|event| event.event_id).collect(),
+            event_types: events.iter().map(|event| event.event_type.as_str()).collect(),
+            data: events.iter().map(|event| Json(&event.data)).collect(),
+            metadata_of,
+            metadata,
+            event_recorded_at: events.iter().map(|event| event.recorded_at).collect(),
+            hashes: events.iter().map(|event| event.hash.as_slice()).collect(),
+            snapshot_ids: batch.snapshots.iter().map(|snapshot| snapshot.stream_id.as_str()).collect(),
+            snapshot_versions: batch.snapshots.iter().map(|snapshot| snapshot.version).collect(),
+            snapshot_events: batch
+                .snapshots
+                .iter()
+                .map(|snapshot| ordinal(snapshot.last_event))
+                .collect::<Result<_, _>>()?,
+            states: batch.snapshots.iter().map(|snapshot| snapshot.state.as_str()).collect(),
+            last_hashes: batch.snapshots.iter().map(|snapshot| snapshot.last_hash.as_slice()).collect(),
+            owner_ids: batch.owners.iter().map(|(owner, _, _)| owner.as_str()).collect(),
+            owner_assets: batch.owners.iter().map(|(_, asset, _)| asset.as_str()).collect(),
+            owner_wallets: batch.owners.iter().map(|(_, _, wallet)| *wallet).collect(),
+            principals: answers.iter().map(|answer| answer.principal).collect(),
+            keys: answers.iter().map(|answer| answer.idempotency_key).collect(),
+            fingerprints: answers.iter().map(|answer| answer.fingerprint.as_slice()).collect(),
+            statuses: answers.iter().map(|answer| answer.answer.status as i16).collect(),
+            bodies: answers.iter().map(|answer| Json(&answer.answer.body)).collect(),
+            answer_events: answers
+                .iter()
+                .map(|answer| match answer.position {
+                    AnswerPosition::Appended(index) => ordinal(index).map(Some),
+                    AnswerPosition::None | AnswerPosition::Existing(_) => Ok(None),
+                })
+                .collect::<Result<_, _>>()?,
+            answer_positions: answers
+                .iter()
+                .map(|answer| match answer.position {
+                    AnswerPosition::Existing(position) => Some(position),
+                    AnswerPosition::None | AnswerPosition::Appended(_) => None,
+                })
+                .collect(),
+        })
+    }
+}
+
 /// Deletes idempotency records older than `older_than`, at most `batch_size_max` of them.
-pub async fn expire_keys(pool: &sqlx::PgPool, older_than: DateTime<Utc>, batch_size_max: i64) -> anyhow::Result<u64> {
+pub async fn expire_keys(pool: &PgPool, older_than: DateTime<Utc>, batch_size_max: i64) -> Result<u64, StoreError> {
     let result = sqlx::query(
         "DELETE FROM idempotency_keys WHERE ctid IN (
              SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
@@ -394,6 +555,6 @@ pub async fn expire_keys(pool: &sqlx::PgPool, older_than: DateTime<Utc>, batch_s
     .bind(batch_size_max)
     .execute(pool)
     .await
-    .context("expire idempotency keys")?;
+    .map_err(|error| StoreError::of(error, "expire idempotency keys"))?;
     Ok(result.rows_affected())
 }

@@ -1,13 +1,17 @@
 //! command-service: takes money commands over HTTP, decides them with `tally_shared`'s pure Decider,
 //! and appends their events to the Postgres event store in batches (group commit).
 //!
+//! - [`answer`]: what a command answers, sent, stored under its key and replayed.
 //! - [`config`]: the one clap `Config`.
 //! - [`http`]: router, extractor, handlers; `http::error` is the only place that knows HTTP statuses.
-//! - [`execute`]: load → decide → append → notify, batching concurrent commands into one transaction.
-//! - [`event_store`]: the SQL of snapshots, appends, idempotency records and owner uniqueness.
+//! - [`execute`]: load → plan → write → notify, batching concurrent commands into one statement; its
+//!   [`execute::plan`] is the pure batch planner.
+//! - [`event_store`]: the SQL of snapshots, appends, idempotency records and owner uniqueness; the only place
+//!   that knows constraint names and SQLSTATEs.
 //! - [`notify`]: "events appended" notifications to NATS JetStream, never in a command's way.
 //! - [`telemetry`]: logs (metrics go through `tally_edge::observe`).
 
+pub mod answer;
 pub mod config;
 pub mod event_store;
 pub mod execute;

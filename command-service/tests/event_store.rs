@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use command_service::answer::Answer;
 use command_service::event_store::{
-    take_append_lock, write_batch, AnswerPosition, BatchWrite, Completion, NewEvent, Snapshot, Written,
+    take_append_lock, write_batch, AnswerPosition, BatchWrite, NewAnswer, NewEvent, Snapshot, Written,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -104,7 +105,7 @@ struct TestBatch {
     expected: Vec<(String, i64)>,
     events: Vec<NewEvent>,
     snapshots: Vec<Snapshot>,
-    body: serde_json::Value,
+    answer: Answer,
     key: String,
 }
 
@@ -139,24 +140,22 @@ impl TestBatch {
             expected: expected.iter().map(|(stream_id, version)| ((*stream_id).to_owned(), *version)).collect(),
             events,
             snapshots,
-            body: json!({"position": 0}),
+            answer: Answer { status: 201, body: json!({"transfer_id": "t"}) },
             key: uuid::Uuid::now_v7().to_string(),
         }
     }
 
     async fn write(&self, pool: &PgPool) -> Written {
-        let completions = [Completion {
+        let answers = [NewAnswer {
             principal: "tester",
             idempotency_key: &self.key,
             fingerprint: [1; 32],
-            status: 201,
-            body: &self.body,
+            answer: &self.answer,
             position: if self.events.is_empty() {
                 AnswerPosition::None
             } else {
                 AnswerPosition::Appended(self.events.len() - 1)
             },
-            shows_position: true,
         }];
         let batch = BatchWrite {
             expected: &self.expected,
@@ -164,11 +163,32 @@ impl TestBatch {
             snapshots: &self.snapshots,
             recorded_at: Utc::now(),
             owners: &[],
-            completions: &completions,
+            answers: &answers,
             now: Utc::now(),
         };
         let mut connection = pool.acquire().await.unwrap();
         write_batch(&mut connection, &batch).await.unwrap()
+    }
+}
+
+/// Returns once a session is waiting for the append lock (seen in `pg_locks`, not guessed from a sleep); panics
+/// after 10 s.
+async fn waits_for_the_append_lock(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                            AND ((classid::bigint << 32) | objid::bigint) = $1)",
+        )
+        .bind(command_service::event_store::APPEND_LOCK_KEY)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no write came to wait for the append lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -189,7 +209,7 @@ async fn positions_are_drawn_only_under_the_append_lock(pool: PgPool) {
         let pool = pool.clone();
         async move { batch.write(&pool).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waits_for_the_append_lock(&pool).await;
     assert!(!writing.is_finished(), "a write went ahead while another transaction held the append lock");
     assert_eq!(last_drawn(&pool).await, before, "positions were drawn before the append lock was held");
 
@@ -204,7 +224,8 @@ async fn positions_are_drawn_only_under_the_append_lock(pool: PgPool) {
     assert_eq!(snapshots, stored, "each snapshot holds the position of its stream's last event");
     let (column, body): (Option<i64>, serde_json::Value) =
         sqlx::query_as("SELECT position, response FROM idempotency_keys").fetch_one(&pool).await.unwrap();
-    assert_eq!((column, &body["position"]), (Some(3), &json!(3)), "the stored answer shows its last event's position");
+    assert_eq!(column, Some(3), "the stored answer keeps its last event's position");
+    assert_eq!(body, json!({"transfer_id": "t"}), "the stored body is the answer as given; a replay adds the position");
 }
 
 /// A batch is written only if every stream it was decided against is still at the version it was read at:
@@ -229,7 +250,7 @@ async fn a_batch_decided_against_a_stream_that_moved_writes_nothing(pool: PgPool
     // even when the batch only reads it and appends elsewhere.
     for stale in [1, 3, 0] {
         let batch = TestBatch::new(&[("read", stale), ("written", 0)], &[("written", 1)]);
-        assert_eq!(batch.write(&pool).await, Written::Stale, "read at version {stale}");
+        assert_eq!(batch.write(&pool).await, Written::StreamMoved, "read at version {stale}");
     }
     // A stream read as absent that exists now.
     let batch = TestBatch::new(&[("read", 2), ("written", 0), ("test-created-meanwhile", 0)], &[("written", 1)]);
@@ -240,7 +261,7 @@ async fn a_batch_decided_against_a_stream_that_moved_writes_nothing(pool: PgPool
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(batch.write(&pool).await, Written::Stale);
+    assert_eq!(batch.write(&pool).await, Written::StreamMoved);
     sqlx::query("DELETE FROM streams WHERE stream_id = 'test-created-meanwhile'").execute(&pool).await.unwrap();
 
     assert_eq!(counts(pool.clone()).await, before, "a stale batch wrote something");
@@ -263,10 +284,10 @@ async fn a_write_that_waited_for_the_append_lock_checks_what_the_holder_committe
         let pool = pool.clone();
         async move { batch.write(&pool).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waits_for_the_append_lock(&pool).await;
     assert!(!writing.is_finished(), "a write went ahead while another transaction held the append lock");
     holder.commit().await.unwrap();
-    assert_eq!(writing.await.unwrap(), Written::Stale, "the write checked its snapshot, not the latest commit");
+    assert_eq!(writing.await.unwrap(), Written::StreamMoved, "the write checked its snapshot, not the latest commit");
 }
 
 /// The events of one command share their metadata, sent once: each event must still get its own command's.

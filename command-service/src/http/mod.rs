@@ -19,7 +19,7 @@ use tally_shared::ledger::{Command, DomainError};
 use tally_shared::money::{AmountError, WireDecimal};
 use utoipa::OpenApi;
 
-use crate::execute::{CommandRequest, Executor, Outcome};
+use crate::execute::{CommandRequest, Executor, Reply};
 use error::{json_response, ApiError};
 use input::CommandInput;
 
@@ -195,14 +195,14 @@ fn command_request<T>(principal: Principal, input: CommandInput<T>, command: Com
 /// little else, where nested async functions would each hold their own copy of the input (10,000 spends
 /// waiting at once on one hot wallet hold 10,000 of them).
 async fn run(state: &AppState, request: CommandRequest) -> Result<Response, ApiError> {
-    let outcome = state.executor.execute(request).await?;
-    Ok(respond(outcome))
+    let reply = state.executor.execute(request).await?;
+    Ok(respond(reply))
 }
 
-fn respond(outcome: Outcome) -> Response {
-    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, &outcome.body);
-    if outcome.replayed {
+fn respond(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json_response(status, &reply.answer.body);
+    if reply.replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response

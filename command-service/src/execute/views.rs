@@ -1,0 +1,155 @@
+//! The answer of a decided command, rendered from the state it left: the asset, the wallet or the transfer
+//! as SPEC §5 shows it, without its position (which [`Answer::with_position`] fills in after the write).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tally_shared::api::{AssetDefinedView, BalanceView, FeePolicyView, LegView, TransferView, WalletView};
+use tally_shared::asset::Asset;
+use tally_shared::envelope::{Change, Event, StreamId};
+use tally_shared::ledger::{Command, World};
+use tally_shared::transfer::TransferEvent;
+use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
+
+use crate::answer::Answer;
+use crate::event_store::StreamHead;
+
+/// The answer of a decided command, without its position (known once the write has drawn it), rendered
+/// from the state the command left. For a command that appended nothing (freezing a frozen wallet), the
+/// stream whose position it reports.
+pub fn answer(
+    command: &Command,
+    changes: &[Change],
+    world: &World,
+    heads: &HashMap<StreamId, StreamHead>,
+    now: DateTime<Utc>,
+) -> (Answer, Option<StreamId>) {
+    match command {
+        Command::DefineAsset(define) => {
+            let Some(Asset::Defined(definition)) = world.assets.get(&define.code) else { unreachable!("just defined") };
+            let view = AssetDefinedView {
+                code: definition.code.to_string(),
+                scale: definition.scale.places(),
+                cash_in_fee: definition.cash_in_fee.as_ref().map(|policy| FeePolicyView {
+                    percent: policy.percent.to_string(),
+                    fixed: definition.scale.format(policy.fixed),
+                    min: policy.min.map(|min| definition.scale.format(min)),
+                    max: policy.max.map(|max| definition.scale.format(max)),
+                }),
+                system_wallets: definition.system_wallets,
+                position: 0,
+            };
+            (Answer { status: 201, body: json!(view) }, None)
+        }
+        Command::OpenWallet { wallet_id, .. } | Command::ChangeStatus { wallet_id, .. } => {
+            let status = if matches!(command, Command::OpenWallet { .. }) { 201 } else { 200 };
+            let metadata = changes
+                .iter()
+                .find_map(|change| match &change.event {
+                    Event::Wallet(WalletEvent::WalletOpened(opened)) => Some(opened.metadata.clone()),
+                    _ => None,
+                })
+                .unwrap_or(serde_json::Value::Null);
+            let stream = StreamId::Wallet(*wallet_id);
+            (Answer { status, body: wallet_view(world, heads, *wallet_id, metadata, now) }, Some(stream))
+        }
+        Command::Move { .. } | Command::Transfer { .. } | Command::Reverse { .. } => {
+            (Answer { status: 201, body: transfer_view(changes, heads, now) }, None)
+        }
+    }
+}
+
+fn wallet_view(
+    world: &World,
+    heads: &HashMap<StreamId, StreamHead>,
+    wallet_id: WalletId,
+    metadata: serde_json::Value,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    let Some(Wallet::Open(open)) = world.wallets.get(&wallet_id) else { unreachable!("decided on an open wallet") };
+    let version = heads.get(&StreamId::Wallet(wallet_id)).map_or(0, |head| head.version);
+    let mut view = json!(WalletView {
+        wallet_id,
+        owner_id: open.owner_id.clone(),
+        asset: open.asset.to_string(),
+        kind: open.kind.as_str().to_owned(),
+        status: open.status.as_str().to_owned(),
+        balance: open.scale.format(open.balance),
+        overdraft_limit: open.overdraft_limit.map(|limit| open.scale.format(limit)),
+        version,
+        metadata,
+        opened_at: now,
+        updated_at: now,
+        position: None,
+    });
+    // A status change knows when it happened, not when the wallet was opened: query-service has that.
+    if version > 1 {
+        if let Some(fields) = view.as_object_mut() {
+            fields.remove("opened_at");
+        }
+    }
+    view
+}
+
+fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now: DateTime<Utc>) -> serde_json::Value {
+    let recorded = changes
+        .iter()
+        .find_map(|change| match &change.event {
+            Event::Transfer(TransferEvent::TransferRecorded(recorded)) => Some(recorded),
+            _ => None,
+        })
+        .expect("a money command records its transfer");
+    let scale = recorded.scale;
+    // Each touched wallet's balance and version after this command: its last posting here.
+    let mut versions: HashMap<&StreamId, i64> = HashMap::new();
+    let mut balances: Vec<BalanceView> = Vec::new();
+    let postings = changes.iter().filter_map(|change| match (&change.stream, &change.event) {
+        (
+            StreamId::Wallet(id),
+            Event::Wallet(WalletEvent::WalletDebited(posting) | WalletEvent::WalletCredited(posting)),
+        ) => Some((&change.stream, *id, posting)),
+        _ => None,
+    });
+    let counts = changes.iter().fold(HashMap::new(), |mut counts: HashMap<&StreamId, i64>, change| {
+        *counts.entry(&change.stream).or_default() += 1;
+        counts
+    });
+    for (stream, wallet_id, posting) in postings {
+        let seen = versions.entry(stream).or_default();
+        *seen += 1;
+        let version = heads[stream].version - counts[stream] + *seen;
+        let balance = scale.format(posting.balance_after);
+        match balances.iter_mut().find(|view| view.wallet_id == wallet_id) {
+            Some(view) => {
+                view.balance = balance;
+                view.version = version;
+            }
+            None => balances.push(BalanceView { wallet_id, balance, version }),
+        }
+    }
+    json!(TransferView {
+        transfer_id: recorded.transfer_id,
+        kind: recorded.kind.as_str().to_owned(),
+        asset: recorded.asset.to_string(),
+        amount: scale.format(recorded.amount),
+        fee: scale.format(recorded.fee),
+        legs: recorded
+            .legs
+            .iter()
+            .map(|leg| LegView {
+                from_wallet_id: leg.from_wallet_id,
+                to_wallet_id: leg.to_wallet_id,
+                amount: scale.format(leg.amount)
+            })
+            .collect(),
+        balances,
+        reference: recorded.reference.clone(),
+        metadata: recorded.metadata.clone(),
+        reverses: recorded.reverses,
+        reason: recorded.reason.clone(),
+        position: 0,
+        recorded_at: now,
+        reversals: None,
+    })
+}
