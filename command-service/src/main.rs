@@ -1,7 +1,8 @@
 //! command-service binary: Config::parse → telemetry → App::build → run_until_stopped.
 
 use clap::Parser;
-use command_service::{connect, shutdown_signal, telemetry, App, Config};
+use command_service::{connect, telemetry, App, Config};
+use tally_edge::shutdown_signal;
 
 /// mimalloc instead of the system allocator: a profile under load showed ~40% of CPU time in glibc
 /// malloc/free, from the short-lived JSON values every request and event makes.

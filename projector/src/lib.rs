@@ -34,11 +34,11 @@ pub use app::App;
 pub use config::{Cli, Command, Config, RebuildConfig, VerifyConfig};
 
 /// The name of the one projection this projector maintains, as `projection_checkpoints` records it.
-pub const PROJECTION_NAME: &str = "read_models";
+pub use tally_shared::notification::READ_MODELS_PROJECTION as PROJECTION_NAME;
 
 /// The key of the session advisory lock held by the projector that applies `read_models` (and by `rebuild`).
 /// Distinct from command-service's append lock; the value is arbitrary but fixed forever ("TALLYPRJ" in ASCII).
 pub const PROJECTOR_LOCK_KEY: i64 = 0x5441_4c4c_5950_524a;
 
 /// The channel query-service LISTENs on to learn that the projection advanced (payload: the new checkpoint).
-pub const PROJECTION_ADVANCED_CHANNEL: &str = "projection_advanced";
+pub use tally_shared::notification::PROJECTION_ADVANCED_CHANNEL;

@@ -169,7 +169,7 @@ async fn projection_lag(pool: PgPool) {
     let (_, wallet) = commands.post("/v1/wallets", json!({"owner_id": "lag", "asset": "GOLD"})).await;
     let wallet = wallet["wallet_id"].as_str().unwrap().to_owned();
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
-    listener.listen("projection_advanced").await.unwrap();
+    listener.listen(tally_shared::notification::PROJECTION_ADVANCED_CHANNEL).await.unwrap();
     caught_up(&pool).await;
 
     let mut lags = Vec::new();

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::read_models;
 
 /// The channel the projector `pg_notify`s with its new checkpoint as payload.
-pub const NOTIFICATION_CHANNEL: &str = "projection_advanced";
+pub use tally_shared::notification::PROJECTION_ADVANCED_CHANNEL as NOTIFICATION_CHANNEL;
 
 /// Pause before listening again after the listener failed.
 const LISTEN_RETRY_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,4 +1,5 @@
-//! Read-only Postgres connections, and the wait for the schema that command-service migrates.
+//! Read-only Postgres connections, the wait for the schema that command-service migrates, and what a database
+//! error means for a reader (the only place that knows a SQLSTATE).
 
 use std::time::Duration;
 
@@ -103,4 +104,29 @@ async fn missing_relations(pool: &PgPool) -> anyhow::Result<Vec<String>> {
         .fetch_all(pool)
         .await
         .context("look for the schema")
+}
+
+/// SQLSTATE of a statement cancelled by `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
+
+/// What a failed read means for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// The database is out of reach or the pool is exhausted: the client may retry shortly.
+    Unavailable,
+    /// The statement ran past `statement_timeout`.
+    Timeout,
+    /// Anything else: a bug or corrupt data.
+    Other,
+}
+
+/// Classifies the first database error in `error`'s chain.
+pub fn trouble(error: &anyhow::Error) -> Trouble {
+    match error.chain().find_map(|source| source.downcast_ref::<sqlx::Error>()) {
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => {
+            Trouble::Unavailable
+        }
+        Some(sqlx::Error::Database(database)) if database.code().as_deref() == Some(QUERY_CANCELED) => Trouble::Timeout,
+        _ => Trouble::Other,
+    }
 }

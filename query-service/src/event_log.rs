@@ -6,15 +6,13 @@
 //! therefore never later see a position below `p` appear; `position > after ORDER BY position` skips nothing
 //! (rolled-back appends leave holes that stay holes).
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
-use tally_shared::envelope::StoredEvent;
-use tally_shared::money::parse_decimal;
+use tally_shared::envelope::{Event, StoredEvent, StreamId};
+use tally_shared::wallet::WalletEvent;
 use uuid::Uuid;
-
-use crate::read_models::scale;
 
 const EVENT_SELECT: &str =
     "SELECT position, stream_id, version, event_id, event_type, data, metadata, recorded_at, hash FROM events";
@@ -114,17 +112,20 @@ pub struct Posting {
 
 #[derive(sqlx::FromRow)]
 struct BalanceRow {
-    asset: Option<String>,
-    scale: Option<i32>,
+    opened_type: String,
+    opened_data: String,
     version: i64,
     posting_version: Option<i64>,
     posting_position: Option<i64>,
     posting_recorded_at: Option<DateTime<Utc>>,
-    balance_after: Option<String>,
+    posting_type: Option<String>,
+    posting_data: Option<String>,
 }
 
 /// The balance of wallet stream `stream_id` at `moment`: the `balance_after` of its last `WalletDebited` or
-/// `WalletCredited` event at or before it, zero if none; `None` if the stream does not exist.
+/// `WalletCredited` event at or before it, zero if none; `None` if the stream does not exist. SQL only finds
+/// the events (by type, version and position); their data is read in Rust, through the upcaster
+/// ([`Event::from_stored_text`]), as every other read of event data is.
 ///
 /// The last event at or before the moment is found by a binary search over the stream's versions, each step
 /// one lookup of the `(stream_id, version)` key, so the cost is O(log length) at any depth. The answer is the
@@ -149,7 +150,7 @@ pub async fn balance_at(
         "WITH RECURSIVE
          bound AS (SELECT $2::bigint AS position, COALESCE($3::timestamptz, 'infinity') AS recorded_at),
          opened AS (
-             SELECT data->>'asset' AS asset, (data->>'scale')::int AS scale
+             SELECT event_type AS opened_type, data::text AS opened_data
              FROM events WHERE stream_id = $1 AND version = 1
          ),
          search (low, high) AS (
@@ -163,13 +164,14 @@ pub async fn balance_at(
              WHERE s.low < s.high
          ),
          reached AS (SELECT max(low) AS version FROM search)
-         SELECT opened.asset, opened.scale, reached.version,
+         SELECT opened.opened_type, opened.opened_data, reached.version,
                 posting.version AS posting_version, posting.position AS posting_position,
-                posting.recorded_at AS posting_recorded_at, posting.balance_after
+                posting.recorded_at AS posting_recorded_at, posting.event_type AS posting_type,
+                posting.data AS posting_data
          FROM opened
          CROSS JOIN reached
          LEFT JOIN LATERAL (
-             SELECT e.version, e.position, e.recorded_at, e.data->>'balance_after' AS balance_after
+             SELECT e.version, e.position, e.recorded_at, e.event_type, e.data::text AS data
              FROM events e
              WHERE e.stream_id = $1 AND e.version <= reached.version
                AND e.event_type IN ('WalletDebited', 'WalletCredited')
@@ -184,16 +186,25 @@ pub async fn balance_at(
     .await
     .context("recompute a balance from events")?;
     let Some(row) = row else { return Ok(None) };
-    let asset = row.asset.ok_or_else(|| anyhow!("{stream_id} does not start with WalletOpened"))?;
-    let scale = scale(row.scale.ok_or_else(|| anyhow!("{stream_id} opened without a scale"))?)?;
-    let (balance, posting) =
-        match (row.balance_after, row.posting_version, row.posting_position, row.posting_recorded_at) {
-            (Some(balance_after), Some(version), Some(position), Some(recorded_at)) => {
-                let balance = parse_decimal(&balance_after)
-                    .map_err(|error| anyhow!("{stream_id} v{version}: balance_after {balance_after:?}: {error}"))?;
-                (balance, Some(Posting { version, position, recorded_at }))
-            }
-            _ => (Decimal::ZERO, None),
-        };
-    Ok(Some(BalanceAt { asset, scale, version: row.version, balance, posting }))
+    let stream: StreamId = stream_id.parse().map_err(|error| anyhow!("{error}"))?;
+    let read = |event_type: &str, data: &str, version: i64| {
+        Event::from_stored_text(&stream, event_type, data).with_context(|| format!("read {stream_id} v{version}"))
+    };
+    let Event::Wallet(WalletEvent::WalletOpened(opened)) = read(&row.opened_type, &row.opened_data, 1)? else {
+        bail!("{stream_id} does not start with WalletOpened");
+    };
+    let (balance, posting) = match (row.posting_type, row.posting_data, row.posting_version, row.posting_position) {
+        (Some(event_type), Some(data), Some(version), Some(position)) => {
+            let balance = match read(&event_type, &data, version)? {
+                Event::Wallet(WalletEvent::WalletDebited(posting) | WalletEvent::WalletCredited(posting)) => {
+                    posting.balance_after
+                }
+                other => bail!("{stream_id} v{version} is not a posting: {other:?}"),
+            };
+            let recorded_at = row.posting_recorded_at.context("a posting has its recorded_at")?;
+            (balance, Some(Posting { version, position, recorded_at }))
+        }
+        _ => (Decimal::ZERO, None),
+    };
+    Ok(Some(BalanceAt { asset: opened.asset.to_string(), scale: opened.scale, version: row.version, balance, posting }))
 }

@@ -1,7 +1,8 @@
 //! query-service binary: Config::parse → telemetry → App::build → run_until_stopped.
 
 use clap::Parser;
-use query_service::{database, shutdown_signal, telemetry, App, Config};
+use query_service::{database, telemetry, App, Config};
+use tally_edge::shutdown_signal;
 
 /// mimalloc instead of the system allocator: glibc malloc and free took about 10 % of a profile of
 /// `GET /v1/wallets/{id}` under load (each request builds a few short-lived strings and JSON values).

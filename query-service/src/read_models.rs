@@ -18,7 +18,7 @@ use tally_shared::wallet::WalletId;
 use uuid::Uuid;
 
 /// The projection whose checkpoint `X-Projection-Position` reports and `min_position` waits for.
-pub const PROJECTION: &str = "read_models";
+pub use tally_shared::notification::READ_MODELS_PROJECTION as PROJECTION;
 /// Assets listed by `GET /v1/assets` at most (assets are defined by operators, not by users).
 pub const ASSETS_LISTED_MAX: i64 = 1_000;
 /// Wallets listed for one owner at most: one user wallet per asset, so this is [`ASSETS_LISTED_MAX`].

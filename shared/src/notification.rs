@@ -1,4 +1,5 @@
-//! The NATS notification contract between command-service (publisher) and projector (consumer).
+//! The notification contract: NATS "events appended" from command-service to the projector, and the names
+//! the projector and query-service share for the read models' projection and its Postgres channel.
 //! Notifications carry no truth, only "the log has grown to at least `position`".
 
 use serde::{Deserialize, Serialize};
@@ -24,3 +25,10 @@ pub fn stream_name(prefix: &str) -> String {
 pub fn message_id(position: i64) -> String {
     format!("appended-{position}")
 }
+
+/// The name of the projection that maintains the read models (`rm_*`), as `projection_checkpoints` knows it.
+pub const READ_MODELS_PROJECTION: &str = "read_models";
+
+/// The Postgres channel the projector notifies in each batch's transaction, with the new checkpoint as payload:
+/// query-service waits on it for read-your-writes.
+pub const PROJECTION_ADVANCED_CHANNEL: &str = "projection_advanced";

@@ -6,7 +6,7 @@ use tally_shared::api::{Problem, ProblemCode};
 
 use crate::execute::ExecuteError;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use tally_edge::problem::PROBLEM_JSON;
 
 /// A problem to answer with, plus an optional `Retry-After` in seconds.
 #[derive(Debug)]
@@ -73,12 +73,7 @@ impl From<ExecuteError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = json_response(status, &serde_json::json!(*self.problem));
-        if let Some(seconds) = self.retry_after_s {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
+        tally_edge::problem::problem_response(&self.problem, self.retry_after_s)
     }
 }
 

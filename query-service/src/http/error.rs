@@ -1,15 +1,14 @@
 //! `ApiError`: every way a request can fail, and the only place that turns one into a status and a problem body.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tally_shared::api::{Problem, ProblemCode};
 use uuid::Uuid;
 
-/// Seconds a client is told to wait before retrying a 503.
-const RETRY_AFTER_SECS: u64 = 1;
+use crate::database::{self, Trouble};
 
-/// SQLSTATE of a statement cancelled by `statement_timeout`.
-const QUERY_CANCELED: &str = "57014";
+/// Seconds a client is told to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -89,14 +88,10 @@ impl ApiError {
 impl From<anyhow::Error> for ApiError {
     /// Database trouble the client can retry through is a 503; anything else is a bug or corrupt data: 500.
     fn from(error: anyhow::Error) -> ApiError {
-        match error.downcast_ref::<sqlx::Error>() {
-            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => {
-                ApiError::Unavailable(error)
-            }
-            Some(sqlx::Error::Database(database)) if database.code().as_deref() == Some(QUERY_CANCELED) => {
-                ApiError::Timeout(error)
-            }
-            _ => ApiError::Internal(error),
+        match database::trouble(&error) {
+            Trouble::Unavailable => ApiError::Unavailable(error),
+            Trouble::Timeout => ApiError::Timeout(error),
+            Trouble::Other => ApiError::Internal(error),
         }
     }
 }
@@ -105,26 +100,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log();
         let problem = self.problem();
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        problem_response(status, &problem, status == StatusCode::SERVICE_UNAVAILABLE)
+        let retry_after_s = (problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16()).then_some(RETRY_AFTER_SECS);
+        tally_edge::problem::problem_response(&problem, retry_after_s)
     }
-}
-
-/// `problem` as `application/problem+json`, with `Retry-After` when the client should come back.
-pub fn problem_response(status: StatusCode, problem: &Problem, retry: bool) -> Response {
-    let body = serde_json::to_vec(problem).expect("problems serialize");
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    if retry {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    }
-    response
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::to_bytes;
+    use axum::http::{header, HeaderValue};
 
     use super::*;
 

@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tally_shared::api::{Problem, ProblemCode};
 
-use crate::http::error::problem_response;
+use crate::http::error::RETRY_AFTER_SECS;
 use crate::http::AppState;
 
 /// How long readiness waits for Postgres before calling it down.
@@ -52,5 +51,5 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .with("nats", nats)
         .with("projection_position", position)
         .with("read_your_writes_waiting", waiting);
-    problem_response(StatusCode::SERVICE_UNAVAILABLE, &problem, true)
+    tally_edge::problem::problem_response(&problem, Some(RETRY_AFTER_SECS))
 }

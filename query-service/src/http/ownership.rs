@@ -3,7 +3,8 @@
 //! exactly as if it did not exist; the global log, which spans every owner, answers `403 forbidden`.
 //!
 //! Ownership comes from `wallet_owners` (user wallets, written with the events that open them) and each transfer's
-//! first event: the truth, not a projection that may lag behind. Unbound tokens pass untouched.
+//! first event (read through the upcaster): the truth, not a projection that may lag behind. Unbound tokens pass
+//! untouched.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,7 +18,8 @@ use axum::RequestExt;
 use sqlx::PgConnection;
 use tally_edge::Principal;
 use tally_shared::api::ProblemCode;
-use tally_shared::envelope::StreamId;
+use tally_shared::envelope::{Event, StreamId};
+use tally_shared::transfer::{TransferEvent, TransferId};
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
@@ -105,21 +107,29 @@ async fn owns_wallet(connection: &mut PgConnection, owner: &str, wallet_id: Uuid
         .context("look up a wallet's owner")
 }
 
-/// Whether a leg of the transfer (as its first event recorded it) debits or credits a wallet of `owner`.
+/// Whether a leg of the transfer (as its first event recorded it) debits or credits a wallet of `owner`. The
+/// event's data is read in Rust, through the upcaster, never in SQL.
 async fn touches_owned_wallet(connection: &mut PgConnection, owner: &str, transfer_id: Uuid) -> anyhow::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (
-             SELECT 1 FROM events t
-             CROSS JOIN LATERAL jsonb_array_elements(t.data->'legs') AS leg
-             JOIN wallet_owners o
-               ON o.wallet_id IN ((leg->>'from_wallet_id')::uuid, (leg->>'to_wallet_id')::uuid)
-             WHERE t.stream_id = $1 AND t.version = 1 AND o.owner_id = $2)",
-    )
-    .bind(StreamId::Transfer(tally_shared::transfer::TransferId(transfer_id)).to_string())
-    .bind(owner)
-    .fetch_one(&mut *connection)
-    .await
-    .context("look up the owners of a transfer's wallets")
+    let stream = StreamId::Transfer(TransferId(transfer_id));
+    let recorded: Option<(String, String)> =
+        sqlx::query_as("SELECT event_type, data::text FROM events WHERE stream_id = $1 AND version = 1")
+            .bind(stream.to_string())
+            .fetch_optional(&mut *connection)
+            .await
+            .context("read a transfer's first event")?;
+    let Some((event_type, data)) = recorded else { return Ok(false) };
+    let Event::Transfer(TransferEvent::TransferRecorded(recorded)) =
+        Event::from_stored_text(&stream, &event_type, &data).with_context(|| format!("read {stream} v1"))?
+    else {
+        anyhow::bail!("{stream} does not start with TransferRecorded");
+    };
+    let wallets: Vec<Uuid> = recorded.legs.iter().flat_map(|leg| [leg.from_wallet_id.0, leg.to_wallet_id.0]).collect();
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM wallet_owners WHERE owner_id = $1 AND wallet_id = ANY($2))")
+        .bind(owner)
+        .bind(&wallets)
+        .fetch_one(&mut *connection)
+        .await
+        .context("look up the owners of a transfer's wallets")
 }
 
 /// Keeps the items of a `{"items": [transfer, …]}` answer that touch a wallet of `owner`.

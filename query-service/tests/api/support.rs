@@ -218,8 +218,9 @@ pub async fn advance_checkpoint(pool: &PgPool, position: i64, notify: bool) {
     .await
     .unwrap();
     if notify {
-        sqlx::query("SELECT pg_notify('projection_advanced', $1)")
+        sqlx::query("SELECT pg_notify($2, $1)")
             .bind(position.to_string())
+            .bind(tally_shared::notification::PROJECTION_ADVANCED_CHANNEL)
             .execute(&mut *transaction)
             .await
             .unwrap();
