@@ -259,22 +259,8 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
                     return Err(DomainError::invalid("kind", Rule::KindHasOwnCommand))
                 }
             };
-            record(
-                world,
-                TransferRecorded {
-                    transfer_id: *transfer_id,
-                    kind: *kind,
-                    asset: asset.code.clone(),
-                    scale: asset.scale,
-                    amount: amount.value(),
-                    fee,
-                    legs,
-                    reference: reference.clone(),
-                    metadata: metadata.clone(),
-                    reverses: None,
-                    reason: None,
-                },
-            )
+            let recorded = TransferRecorded::movement(*transfer_id, *kind, asset, amount.value(), fee, legs);
+            record(world, TransferRecorded { reference: reference.clone(), metadata: metadata.clone(), ..recorded })
         }
         Command::Transfer { transfer_id, from_wallet_id, to_wallet_id, amount, fee, reference, metadata } => {
             if from_wallet_id == to_wallet_id {
@@ -307,22 +293,9 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
                     role: LegRole::Fee,
                 });
             }
-            record(
-                world,
-                TransferRecorded {
-                    transfer_id: *transfer_id,
-                    kind: TransferKind::Transfer,
-                    asset: asset.code.clone(),
-                    scale: asset.scale,
-                    amount: amount.value(),
-                    fee,
-                    legs,
-                    reference: reference.clone(),
-                    metadata: metadata.clone(),
-                    reverses: None,
-                    reason: None,
-                },
-            )
+            let recorded =
+                TransferRecorded::movement(*transfer_id, TransferKind::Transfer, asset, amount.value(), fee, legs);
+            record(world, TransferRecorded { reference: reference.clone(), metadata: metadata.clone(), ..recorded })
         }
         Command::Reverse { reversal_id, transfer_id, amount, reason } => {
             let original = world.transfer(*transfer_id)?;

@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::asset::AssetDefinition;
 use crate::error::{DomainError, Rule};
 pub use crate::ids::TransferId;
 use crate::ids::{AssetCode, WalletId};
@@ -93,6 +94,32 @@ pub struct TransferRecorded {
     pub reverses: Option<TransferId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl TransferRecorded {
+    /// A new movement of `asset` (no reference, metadata or reversal yet).
+    pub fn movement(
+        transfer_id: TransferId,
+        kind: TransferKind,
+        asset: &AssetDefinition,
+        amount: Decimal,
+        fee: Decimal,
+        legs: Vec<Leg>,
+    ) -> TransferRecorded {
+        TransferRecorded {
+            transfer_id,
+            kind,
+            asset: asset.code.clone(),
+            scale: asset.scale,
+            amount,
+            fee,
+            legs,
+            reference: None,
+            metadata: serde_json::Value::Null,
+            reverses: None,
+            reason: None,
+        }
+    }
 }
 
 /// A reversal took back part of this transfer.
