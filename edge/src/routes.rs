@@ -117,6 +117,19 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// `405 method_not_allowed`, with the methods `route` takes in `Allow`.
+    fn method_not_allowed(&self, route: &str) -> Response {
+        let mut methods: Vec<&str> =
+            self.access.keys().filter(|(_, path)| path == route).map(|(method, _)| method.as_str()).collect();
+        methods.sort_unstable();
+        let mut response =
+            crate::problem::refuse(ProblemCode::MethodNotAllowed, "this route does not take that method", None);
+        if let Ok(allow) = axum::http::HeaderValue::from_str(&methods.join(", ")) {
+            response.headers_mut().insert(axum::http::header::ALLOW, allow);
+        }
+        response
+    }
+
     /// Lets `request` through, with its [`crate::Principal`] as an extension when the route needs one, or
     /// returns its refusal.
     pub fn refuse(&self, request: &mut Request) -> Option<Response> {
@@ -126,8 +139,16 @@ impl Guard {
         let authorized = match self.access.get(&(request.method().clone(), route.to_owned())) {
             Some(Access::Open) => return None,
             Some(Access::Scope(scope)) => self.authenticator.authorize(request.headers(), *scope),
-            // Another method on a `/v1` path: callers with a valid token learn it is 405, others nothing.
-            None if route.starts_with("/v1/") => self.authenticator.authenticate(request.headers()),
+            // Another method on a `/v1` path: callers with a valid token learn it is 405, others nothing. It
+            // is answered here, before the service's middleware reads the query (a bad `min_position` on a
+            // method the route does not take is still a 405).
+            None if route.starts_with("/v1/") => {
+                let refusal = match self.authenticator.authenticate(request.headers()) {
+                    Ok(_) => self.method_not_allowed(route),
+                    Err(refusal) => refusal.into_response(),
+                };
+                return Some(refusal);
+            }
             None => return None,
         };
         match authorized {

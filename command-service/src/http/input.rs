@@ -46,12 +46,24 @@ where
             }
         })?;
         let body_text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        if !bytes.is_empty() && !is_json(&headers) {
-            return Err(ApiError::new(ProblemCode::UnsupportedMediaType, "send the body as application/json"));
+        if !bytes.is_empty() {
+            check_media_type(&headers)?;
         }
         let value: serde_json::Value = serde_json::from_slice(body_text).map_err(|error| {
+            if error.to_string().starts_with("recursion limit exceeded") {
+                // Only `metadata` may nest at all: the same rule as a body 9 levels deep, the same answer.
+                return ApiError::validation(
+                    "metadata",
+                    format!("must nest at most {} levels", api::METADATA_DEPTH_MAX),
+                );
+            }
             ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON: {error}"))
         })?;
+        // serde maps a JSON array onto a struct's fields in order: `["1.00"]` would be a top-up. Every
+        // command's body is an object, and nothing else is read as one.
+        if !value.is_object() {
+            return Err(ApiError::validation("body", "must be a JSON object"));
+        }
         let body = parse(body_text)?;
         let request_id = headers.get("x-request-id").and_then(|value| value.to_str().ok()).map(str::to_owned);
         Ok(CommandInput {
@@ -88,12 +100,34 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// A body is JSON in UTF-8, as sent: `application/json` (or `application/*+json`), no charset but UTF-8, and no
+/// `Content-Encoding` (a compressed body would be read as garbage, or worse, as something else).
+fn check_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refuse = |detail: &str| Err(ApiError::new(ProblemCode::UnsupportedMediaType, detail));
+    let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|value| {
+        value
+            .to_str()
+            .map_or(true, |text| text.split(',').any(|coding| !coding.trim().eq_ignore_ascii_case("identity")))
+    });
+    if encoded {
+        return refuse("send the body uncompressed: no Content-Encoding is accepted");
+    }
     let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {
-        return false;
+        return refuse("send the body as application/json");
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
+        return refuse("send the body as application/json");
+    }
+    for parameter in parts {
+        let Some((name, value)) = parameter.split_once('=') else { continue };
+        let charset = value.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset") && !charset.eq_ignore_ascii_case("utf-8") {
+            return refuse("send the body in UTF-8 (charset=utf-8, or no charset)");
+        }
+    }
+    Ok(())
 }
 
 /// Parses strictly: serde's own messages, with the JSON path of the field at fault.
