@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_shared::asset::AssetEvent;
 use tally_shared::envelope::{Event, StreamId};
+use tally_shared::money::Total;
 use tally_shared::transfer::TransferEvent;
 use tally_shared::wallet::{WalletEvent, WalletKind, WalletStatus};
 use uuid::Uuid;
@@ -24,6 +25,8 @@ pub enum FoldError {
     UnknownTransfer { position: i64, transfer_id: Uuid },
     #[error("position {position}: event {event_type} does not belong on stream {stream}")]
     WrongStream { position: i64, stream: String, event_type: &'static str },
+    #[error("position {position}: a running total of the batch left the range of 128-bit units")]
+    TotalOutOfRange { position: i64 },
 }
 
 /// `-value`, never the negative zero that `rust_decimal` can produce (Postgres would print it as `0`, Rust as `-0`).
@@ -120,7 +123,8 @@ pub struct AssetRow {
     pub revenue_wallet_id: Uuid,
     pub fees_wallet_id: Uuid,
     pub supply: Decimal,
-    pub user_balance_total: Decimal,
+    /// A sum over every user wallet: beyond `Decimal`'s range where the wallets' balances are not.
+    pub user_balance_total: Total,
     pub wallet_count: i64,
     pub defined_at: DateTime<Utc>,
     pub position: i64,
@@ -132,7 +136,7 @@ pub struct AssetTotalsUpdate {
     pub code: String,
     /// Minus the treasury's last balance, if the treasury moved.
     pub supply: Option<Decimal>,
-    pub user_balance_delta: Decimal,
+    pub user_balance_delta: Total,
     pub wallet_count_delta: i64,
     pub position: i64,
 }
@@ -221,7 +225,7 @@ pub struct ReversalRow {
 pub struct VolumeDelta {
     pub asset: String,
     pub kind: &'static str,
-    pub volume: Decimal,
+    pub volume: Total,
     pub transfer_count: i64,
 }
 
@@ -246,7 +250,7 @@ pub struct Writes {
 #[derive(Debug, Default)]
 struct AssetTotals {
     supply: Option<Decimal>,
-    user_balance_delta: Decimal,
+    user_balance_delta: Total,
     wallet_count_delta: i64,
     position: i64,
 }
@@ -266,7 +270,7 @@ struct Fold {
     transfer_updates: BTreeMap<Uuid, TransferUpdate>,
     reversed_deltas: BTreeMap<Uuid, Decimal>,
     reversals: Vec<ReversalRow>,
-    volumes: BTreeMap<(String, &'static str), (Decimal, i64)>,
+    volumes: BTreeMap<(String, &'static str), (Total, i64)>,
 }
 
 fn status_str(status: WalletStatus) -> String {
@@ -291,7 +295,7 @@ pub fn fold(events: &[DecodedEvent], prior: &Prior) -> Result<Writes, FoldError>
     for event in events {
         fold.apply(event, prior)?;
     }
-    Ok(fold.finish(events.last().map_or(0, |event| event.position)))
+    fold.finish(events.last().map_or(0, |event| event.position))
 }
 
 impl Fold {
@@ -314,7 +318,7 @@ impl Fold {
                         revenue_wallet_id: system.revenue.0,
                         fees_wallet_id: system.fees.0,
                         supply: zero,
-                        user_balance_total: zero,
+                        user_balance_total: Total::from(zero),
                         wallet_count: 0,
                         defined_at: event.recorded_at,
                         position,
@@ -365,7 +369,9 @@ impl Fold {
                 let balance_before = std::mem::replace(&mut state.row.balance, posting.balance_after);
                 if state.row.kind == WalletKind::User.as_str() {
                     let totals = self.totals.entry(state.row.asset.clone()).or_default();
-                    totals.user_balance_delta += posting.balance_after - balance_before;
+                    let out_of_range = |_| FoldError::TotalOutOfRange { position };
+                    totals.user_balance_delta.add(posting.balance_after).map_err(out_of_range)?;
+                    totals.user_balance_delta.sub(balance_before).map_err(out_of_range)?;
                     totals.position = position;
                 } else if state.row.kind == WalletKind::Treasury.as_str() {
                     let totals = self.totals.entry(state.row.asset.clone()).or_default();
@@ -412,7 +418,7 @@ impl Fold {
             }
             (StreamId::Transfer(transfer_id), Event::Transfer(TransferEvent::TransferRecorded(recorded))) => {
                 let volume = self.volumes.entry((recorded.asset.to_string(), recorded.kind.as_str())).or_default();
-                volume.0 += recorded.amount;
+                volume.0.add(recorded.amount).map_err(|_| FoldError::TotalOutOfRange { position })?;
                 volume.1 += 1;
                 self.new_transfers.insert(
                     transfer_id.0,
@@ -469,7 +475,7 @@ impl Fold {
         Ok(())
     }
 
-    fn finish(self, last_position: i64) -> Writes {
+    fn finish(self, last_position: i64) -> Result<Writes, FoldError> {
         let mut writes = Writes { last_position, ..Writes::default() };
         let mut new_assets = self.new_assets;
         for (code, totals) in self.totals {
@@ -478,7 +484,10 @@ impl Fold {
                     if let Some(supply) = totals.supply {
                         asset.supply = supply;
                     }
-                    asset.user_balance_total += totals.user_balance_delta;
+                    asset
+                        .user_balance_total
+                        .add_total(totals.user_balance_delta)
+                        .map_err(|_| FoldError::TotalOutOfRange { position: totals.position })?;
                     asset.wallet_count += totals.wallet_count_delta;
                     asset.position = asset.position.max(totals.position);
                 }
@@ -517,7 +526,7 @@ impl Fold {
             .into_iter()
             .map(|((asset, kind), (volume, transfer_count))| VolumeDelta { asset, kind, volume, transfer_count })
             .collect();
-        writes
+        Ok(writes)
     }
 }
 
@@ -644,15 +653,12 @@ mod tests {
         assert_eq!(balances, [(id(1), "-5.50"), (id(10), "5.50")], "in the order the transfer touched them");
         assert_eq!(writes.history.len(), 2);
         assert!(writes.history.iter().all(|row| row.reference.as_deref() == Some("order-1")));
-        assert_eq!(
-            writes.volumes,
-            [VolumeDelta {
-                asset: "GOLD".into(),
-                kind: "topup",
-                volume: Decimal::from_str("5.50").unwrap(),
-                transfer_count: 1
-            }]
-        );
+        let volumes: Vec<(&str, &str, String, i64)> = writes
+            .volumes
+            .iter()
+            .map(|delta| (delta.asset.as_str(), delta.kind, delta.volume.to_string(), delta.transfer_count))
+            .collect();
+        assert_eq!(volumes, [("GOLD", "topup", "5.50".to_owned(), 1)]);
     }
 
     #[test]

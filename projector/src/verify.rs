@@ -22,6 +22,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use tally_shared::asset::{Asset, AssetEvent};
 use tally_shared::envelope::{canonical_json, canonical_time, Change, Event, HashedFields, StreamId, GENESIS_HASH};
 use tally_shared::ledger::World;
+use tally_shared::money::Total;
 use tally_shared::transfer::{Transfer, TransferEvent};
 use tally_shared::wallet::{Wallet, WalletEvent, WalletKind};
 use uuid::Uuid;
@@ -218,7 +219,7 @@ struct Replay {
     wallets: HashMap<Uuid, ExpectedWallet>,
     transfers: HashMap<Uuid, ExpectedTransfer>,
     reversals: BTreeMap<(Uuid, Uuid), Vec<(&'static str, String)>>,
-    volumes: BTreeMap<(String, String), (Decimal, i64)>,
+    volumes: BTreeMap<(String, String), (Total, i64)>,
     /// Position of the last event that changed each asset's totals (as `rm_assets.position` records it).
     asset_positions: HashMap<String, i64>,
     asset_defined_at: HashMap<String, DateTime<Utc>>,
@@ -456,8 +457,14 @@ impl Replay {
             (StreamId::Transfer(id), Event::Transfer(TransferEvent::TransferRecorded(recorded))) => {
                 let volume =
                     self.volumes.entry((recorded.asset.to_string(), recorded.kind.as_str().to_owned())).or_default();
-                volume.0 += recorded.amount;
+                let added = volume.0.add(recorded.amount);
                 volume.1 += 1;
+                if added.is_err() {
+                    self.findings.push(Finding {
+                        check: Check::ReadModel,
+                        detail: format!("{}: the volume of {} left the range of 128-bit units", id, recorded.asset),
+                    });
+                }
                 let legs: Vec<serde_json::Value> = recorded
                     .legs
                     .iter()
@@ -715,7 +722,7 @@ async fn compare_assets(connection: &mut PgConnection, replay: &mut Replay) -> a
     for (code, asset) in &replay.world.assets {
         let Asset::Defined(definition) = asset else { continue };
         let zero = tally_shared::wallet::zero_at(definition.scale);
-        let (mut user_total, mut wallet_count, mut treasury_balance) = (zero, 0_i64, zero);
+        let (mut user_total, mut wallet_count, mut treasury_balance) = (Total::from(zero), 0_i64, zero);
         for wallet in replay.world.wallets.values() {
             let Wallet::Open(open) = wallet else { continue };
             if open.asset != *code {
@@ -723,7 +730,12 @@ async fn compare_assets(connection: &mut PgConnection, replay: &mut Replay) -> a
             }
             match open.kind {
                 WalletKind::User => {
-                    user_total += open.balance;
+                    if user_total.add(open.balance).is_err() {
+                        findings.push(Finding {
+                            check: Check::ReadModel,
+                            detail: format!("asset {code}: the user balance total left the range of 128-bit units"),
+                        });
+                    }
                     wallet_count += 1;
                 }
                 WalletKind::Treasury => treasury_balance = open.balance,

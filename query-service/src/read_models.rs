@@ -40,11 +40,16 @@ pub async fn checkpoint(connection: &mut PgConnection) -> anyhow::Result<i64> {
 
 // ---- Assets --------------------------------------------------------------------------------------
 
+/// Totals are sums over every wallet or transfer of an asset, so they may lie beyond `Decimal`'s range where
+/// no single amount does: Postgres formats them at the asset's scale (`round(total, scale)::text`, exact, with
+/// every digit), and they reach the answer as that text, never through `Decimal`.
 const ASSET_SELECT: &str = "
     SELECT a.code, a.scale, a.cash_in_fee, a.treasury_wallet_id, a.revenue_wallet_id, a.fees_wallet_id,
-           a.supply, a.user_balance_total, a.wallet_count,
+           round(a.supply, a.scale)::text AS supply, round(a.user_balance_total, a.scale)::text AS user_balance_total,
+           a.wallet_count,
            ARRAY(SELECT v.kind FROM rm_asset_volumes v WHERE v.asset = a.code ORDER BY v.kind) AS volume_kinds,
-           ARRAY(SELECT v.volume FROM rm_asset_volumes v WHERE v.asset = a.code ORDER BY v.kind) AS volumes
+           ARRAY(SELECT round(v.volume, a.scale)::text FROM rm_asset_volumes v WHERE v.asset = a.code ORDER BY v.kind)
+               AS volumes
     FROM rm_assets a";
 
 #[derive(sqlx::FromRow)]
@@ -55,11 +60,11 @@ struct AssetRow {
     treasury_wallet_id: Uuid,
     revenue_wallet_id: Uuid,
     fees_wallet_id: Uuid,
-    supply: Decimal,
-    user_balance_total: Decimal,
+    supply: String,
+    user_balance_total: String,
     wallet_count: i64,
     volume_kinds: Vec<String>,
-    volumes: Vec<Decimal>,
+    volumes: Vec<String>,
 }
 
 impl AssetRow {
@@ -71,7 +76,7 @@ impl AssetRow {
         let mut volume_by_kind: BTreeMap<String, String> =
             TransferKind::ALL.iter().map(|kind| (kind.as_str().to_owned(), scale.format(Decimal::ZERO))).collect();
         for (kind, volume) in self.volume_kinds.into_iter().zip(self.volumes) {
-            volume_by_kind.insert(kind, scale.format(volume));
+            volume_by_kind.insert(kind, volume);
         }
         Ok(AssetView {
             code: self.code,
@@ -82,8 +87,8 @@ impl AssetRow {
                 revenue: WalletId(self.revenue_wallet_id),
                 fees: WalletId(self.fees_wallet_id),
             },
-            supply: scale.format(self.supply),
-            user_balance_total: scale.format(self.user_balance_total),
+            supply: self.supply,
+            user_balance_total: self.user_balance_total,
             wallet_count: self.wallet_count,
             volume_by_kind,
         })

@@ -239,8 +239,117 @@ pub mod optional_decimal {
     }
 }
 
+/// An exact running sum of amounts, for the totals a read model keeps (volumes, balance totals), where
+/// `Decimal` would overflow: its 2^127 units against `Decimal`'s 2^96 let at least 2^31 of the largest
+/// amounts add up before [`Total::add`] refuses, and then it refuses rather than panics. The sum is kept at
+/// the largest scale added so far; its text ([`fmt::Display`]) is exact, for a `numeric` column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Total {
+    units: i128,
+    scale: u32,
+}
+
+impl Total {
+    /// Adds `value`; `Err` (and the total unchanged) if the sum would leave `i128`'s range.
+    pub fn add(&mut self, value: Decimal) -> Result<(), AmountError> {
+        let (mut units, mut scale) = (self.units, self.scale);
+        let mut mantissa = value.mantissa();
+        let power = |places: u32| 10i128.checked_pow(places).ok_or(AmountError::OutOfRange);
+        if value.scale() > scale {
+            units = units.checked_mul(power(value.scale() - scale)?).ok_or(AmountError::OutOfRange)?;
+            scale = value.scale();
+        } else {
+            mantissa = mantissa.checked_mul(power(scale - value.scale())?).ok_or(AmountError::OutOfRange)?;
+        }
+        self.units = units.checked_add(mantissa).ok_or(AmountError::OutOfRange)?;
+        self.scale = scale;
+        Ok(())
+    }
+
+    /// Adds `other`'s sum.
+    pub fn add_total(&mut self, other: Total) -> Result<(), AmountError> {
+        let mut sum = *self;
+        let mut rest = other;
+        // Bring both to the larger scale, then add the units.
+        while sum.scale < rest.scale {
+            sum.units = sum.units.checked_mul(10).ok_or(AmountError::OutOfRange)?;
+            sum.scale += 1;
+        }
+        while rest.scale < sum.scale {
+            rest.units = rest.units.checked_mul(10).ok_or(AmountError::OutOfRange)?;
+            rest.scale += 1;
+        }
+        sum.units = sum.units.checked_add(rest.units).ok_or(AmountError::OutOfRange)?;
+        *self = sum;
+        Ok(())
+    }
+
+    /// Subtracts `value`.
+    pub fn sub(&mut self, value: Decimal) -> Result<(), AmountError> {
+        self.add(-value)
+    }
+}
+
+impl From<Decimal> for Total {
+    /// Any `Decimal` is a total: its 96-bit mantissa at its own scale.
+    fn from(value: Decimal) -> Total {
+        Total { units: value.mantissa(), scale: value.scale() }
+    }
+}
+
+impl fmt::Display for Total {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = self.units.unsigned_abs().to_string();
+        let scale = self.scale as usize;
+        let padded =
+            if digits.len() <= scale { format!("{}{digits}", "0".repeat(scale - digits.len() + 1)) } else { digits };
+        let (whole, fraction) = padded.split_at(padded.len() - scale);
+        let sign = if self.units < 0 { "-" } else { "" };
+        if fraction.is_empty() {
+            write!(formatter, "{sign}{whole}")
+        } else {
+            write!(formatter, "{sign}{whole}.{fraction}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_total_adds_past_decimals_range_exactly_and_prints_every_digit() {
+        let largest = Decimal::MAX;
+        let mut total = Total::default();
+        for _ in 0..21 {
+            total.add(largest).unwrap();
+        }
+        let expected = (largest.mantissa() * 21).to_string();
+        assert_eq!(total.to_string(), expected);
+        assert!(largest.checked_mul(Decimal::from(21)).is_none(), "Decimal itself overflows here");
+    }
+
+    #[test]
+    fn a_total_keeps_the_largest_scale_and_its_sign() {
+        let mut total = Total::default();
+        total.add(Decimal::from_str("1.50").unwrap()).unwrap();
+        total.sub(Decimal::from_str("2.005").unwrap()).unwrap();
+        assert_eq!(total.to_string(), "-0.505");
+        let mut zero = Total::default();
+        zero.add(Decimal::from_str("0.00").unwrap()).unwrap();
+        assert_eq!(zero.to_string(), "0.00");
+        let mut other = Total::default();
+        other.add(Decimal::from_str("10").unwrap()).unwrap();
+        zero.add_total(other).unwrap();
+        assert_eq!(zero.to_string(), "10.00");
+    }
+
+    #[test]
+    fn a_total_refuses_rather_than_overflows_i128() {
+        let mut total = Total { units: i128::MAX - 1, scale: 0 };
+        assert_eq!(total.add(Decimal::from(2)), Err(AmountError::OutOfRange));
+        assert_eq!(total, Total { units: i128::MAX - 1, scale: 0 }, "unchanged");
+    }
+
     use super::*;
 
     fn dec(text: &str) -> Decimal {

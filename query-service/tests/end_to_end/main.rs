@@ -12,4 +12,5 @@ mod projector;
 
 mod balance;
 mod global_log;
+mod numeric_limits;
 mod read_your_writes;
