@@ -122,6 +122,8 @@ pub struct StreamHead {
     pub last_hash: [u8; 32],
     /// `recorded_at` of the stream's last event: the next one is never stamped earlier.
     pub recorded_at: DateTime<Utc>,
+    /// `recorded_at` of the stream's first event: when a wallet was opened.
+    pub created_at: DateTime<Utc>,
 }
 
 impl StreamHead {
@@ -130,6 +132,7 @@ impl StreamHead {
         position: 0,
         last_hash: tally_shared::envelope::GENESIS_HASH,
         recorded_at: DateTime::<Utc>::MIN_UTC,
+        created_at: DateTime::<Utc>::MIN_UTC,
     };
 }
 
@@ -140,8 +143,8 @@ pub struct LoadedStream {
     pub state: serde_json::Value,
 }
 
-/// A `streams` row as read: id, version, position, state, last hash, last `recorded_at`.
-type SnapshotRow = (String, i64, i64, serde_json::Value, Vec<u8>, DateTime<Utc>);
+/// A `streams` row as read: id, version, position, state, last hash, last and first `recorded_at`.
+type SnapshotRow = (String, i64, i64, serde_json::Value, Vec<u8>, DateTime<Utc>, DateTime<Utc>);
 
 /// Reads the snapshots of `stream_ids` as they are now; those that do not exist are missing from the answer.
 /// No lock: a batch decided on them is written only if they are still at these versions ([`write_batch`]).
@@ -150,19 +153,20 @@ pub async fn load_streams(
     connection: &mut PgConnection,
     stream_ids: &[String],
 ) -> Result<Vec<LoadedStream>, StoreError> {
-    let sql =
-        "SELECT stream_id, version, position, state, last_hash, updated_at FROM streams WHERE stream_id = ANY($1)";
+    let sql = "SELECT stream_id, version, position, state, last_hash, updated_at, created_at FROM streams
+         WHERE stream_id = ANY($1)";
     let rows: Vec<SnapshotRow> = sqlx::query_as(sql)
         .bind(stream_ids)
         .fetch_all(&mut *connection)
         .await
         .map_err(|error| StoreError::of(error, "load stream snapshots"))?;
     rows.into_iter()
-        .map(|(stream_id, version, position, state, last_hash, recorded_at)| {
+        .map(|(stream_id, version, position, state, last_hash, recorded_at, created_at)| {
             let last_hash: [u8; 32] = last_hash
                 .try_into()
                 .map_err(|_| StoreError::corrupt(format!("snapshot of {stream_id} has a malformed hash")))?;
-            Ok(LoadedStream { stream_id, head: StreamHead { version, position, last_hash, recorded_at }, state })
+            let head = StreamHead { version, position, last_hash, recorded_at, created_at };
+            Ok(LoadedStream { stream_id, head, state })
         })
         .collect()
 }
@@ -354,9 +358,9 @@ const WRITE_BATCH_SQL: &str = "WITH lock AS MATERIALIZED (
                                   ordinal)
          WHERE (SELECT ok FROM guard)
      ), snapshots AS (
-         INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at)
+         INSERT INTO streams (stream_id, version, position, state, last_hash, updated_at, created_at)
          SELECT s.stream_id, s.version, (SELECT positions FROM drawn)[s.last_event], s.state::jsonb,
-                s.last_hash, $18
+                s.last_hash, $18, $18
          FROM unnest($13::text[], $14::bigint[], $15::integer[], $16::text[], $17::bytea[])
              AS s(stream_id, version, last_event, state, last_hash)
          WHERE (SELECT ok FROM guard)

@@ -163,6 +163,7 @@ impl Batch {
                 position: head.position,
                 last_hash: sealed.hash,
                 recorded_at: self.recorded_at,
+                created_at: if head.version == 0 { self.recorded_at } else { head.created_at },
             };
             self.last_event_of.insert(change.stream.clone(), self.events.len());
             self.events.push(NewEvent {

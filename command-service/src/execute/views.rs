@@ -52,7 +52,7 @@ pub fn answer(
                 })
                 .unwrap_or(serde_json::Value::Null);
             let stream = StreamId::Wallet(*wallet_id);
-            (Answer { status, body: wallet_view(world, heads, *wallet_id, metadata, now) }, Some(stream))
+            (Answer { status, body: wallet_view(world, heads, *wallet_id, metadata) }, Some(stream))
         }
         Command::Move { .. } | Command::Transfer { .. } | Command::Reverse { .. } => {
             (Answer { status: 201, body: transfer_view(changes, heads, now) }, None)
@@ -65,11 +65,10 @@ fn wallet_view(
     heads: &HashMap<StreamId, StreamHead>,
     wallet_id: WalletId,
     metadata: serde_json::Value,
-    now: DateTime<Utc>,
 ) -> serde_json::Value {
     let Some(Wallet::Open(open)) = world.wallets.get(&wallet_id) else { unreachable!("decided on an open wallet") };
-    let version = heads.get(&StreamId::Wallet(wallet_id)).map_or(0, |head| head.version);
-    let mut view = json!(WalletView {
+    let head = heads.get(&StreamId::Wallet(wallet_id)).copied().unwrap_or(StreamHead::EMPTY);
+    json!(WalletView {
         wallet_id,
         owner_id: open.owner_id.clone(),
         asset: open.asset.to_string(),
@@ -77,19 +76,14 @@ fn wallet_view(
         status: open.status.as_str().to_owned(),
         balance: open.scale.format(open.balance),
         overdraft_limit: open.overdraft_limit.map(|limit| open.scale.format(limit)),
-        version,
+        version: head.version,
         metadata,
-        opened_at: now,
-        updated_at: now,
+        // The first event's time and the last one's: a status change that appended nothing reports the
+        // wallet as it stands.
+        opened_at: head.created_at,
+        updated_at: head.recorded_at,
         position: None,
-    });
-    // A status change knows when it happened, not when the wallet was opened: query-service has that.
-    if version > 1 {
-        if let Some(fields) = view.as_object_mut() {
-            fields.remove("opened_at");
-        }
-    }
-    view
+    })
 }
 
 fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now: DateTime<Utc>) -> serde_json::Value {
