@@ -67,7 +67,8 @@ pub struct Config {
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 1_000)]
     pub publish_timeout_ms: u64,
 
-    /// Tokens and limits of the HTTP edge: AUTH_TOKENS_FILE, BODY_BYTES_MAX, CONCURRENCY_MAX, REQUEST_TIMEOUT_MS.
+    /// Tokens and limits of the HTTP edge: AUTH_TOKENS_FILE, BODY_BYTES_MAX, CONCURRENCY_MAX, REQUEST_TIMEOUT_MS,
+    /// HEADER_READ_TIMEOUT_MS.
     #[command(flatten)]
     pub edge: tally_edge::EdgeConfig,
 

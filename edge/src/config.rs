@@ -10,6 +10,11 @@ pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// and at a few KiB each, far below the memory budget (SPEC §6).
 pub const CONCURRENCY_MAX_DEFAULT: usize = 16_384;
 
+/// How long a client has by default, in milliseconds, to send a whole request head after connecting or after its
+/// previous response: long enough for any honest client on a slow link, short enough that a slow-loris client
+/// holds a connection for seconds, not forever.
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
 /// Authentication and limits of an HTTP service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EdgeConfig {
@@ -32,6 +37,12 @@ pub struct EdgeConfig {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout_ms: u64,
+
+    /// How long a client may take to send a request's head (line and headers), in milliseconds, counted from
+    /// connecting or from the previous response on the connection; then the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = HEADER_READ_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub header_read_timeout_ms: u64,
 }
 
 impl EdgeConfig {

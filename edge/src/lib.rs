@@ -11,6 +11,7 @@
 //! - [`openapi`]: completes a service's generated document (security, problem responses) and serves it
 //!   with the `/docs` UI, whose assets are embedded in the binary.
 //! - [`problem`]: `application/problem+json` responses.
+//! - [`serve`]: HTTP/1.1 and HTTP/2 with header-read and keep-alive timeouts, and graceful shutdown.
 //! - [`shutdown`]: [`shutdown_signal`], Ctrl-C or SIGTERM.
 
 pub mod admission;
@@ -21,11 +22,13 @@ pub mod observe;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod serve;
 pub mod shutdown;
 
 pub use auth::{Authenticator, Principal, Scope};
 pub use config::EdgeConfig;
 pub use routes::{Access, Guard, RouteSpec, Routes};
+pub use serve::{serve, ServeLimits};
 pub use shutdown::shutdown_signal;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `projector run`: leadership, the catch-up loop, notifications, health and metrics, graceful shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -98,11 +98,14 @@ impl App {
             metrics: self.metrics.clone(),
         };
         let mut http_stop = stop.clone();
-        let server = axum::serve(self.listener, http::router(http_state).into_make_service())
-            .with_graceful_shutdown(async move {
+        let server = tally_edge::serve(
+            self.listener,
+            http::router(http_state),
+            tally_edge::ServeLimits::default(),
+            async move {
                 http_stop.wait_for(|stopped| *stopped).await.ok();
-            })
-            .into_future();
+            },
+        );
         let server_task = tokio::spawn(server);
         let notifications_task = tokio::spawn(notifications::listen(
             self.nats.clone(),
@@ -138,7 +141,7 @@ impl App {
         for task in [notifications_task, upkeep_task] {
             task.await.ok();
         }
-        server_task.await.context("join the HTTP server")?.context("serve HTTP")?;
+        server_task.await.context("join the HTTP server")?;
         tracing::info!("projector stopped");
         result
     }

@@ -54,7 +54,8 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
-    /// Tokens and limits of the HTTP edge: AUTH_TOKENS_FILE, BODY_BYTES_MAX, CONCURRENCY_MAX, REQUEST_TIMEOUT_MS.
+    /// Tokens and limits of the HTTP edge: AUTH_TOKENS_FILE, BODY_BYTES_MAX, CONCURRENCY_MAX, REQUEST_TIMEOUT_MS,
+    /// HEADER_READ_TIMEOUT_MS.
     #[command(flatten)]
     pub edge: tally_edge::EdgeConfig,
 

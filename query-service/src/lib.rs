@@ -104,13 +104,13 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping.send(true);
         };
-        let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(signal);
+        let server = tally_edge::serve(listener, router, tally_edge::ServeLimits::from(&config.edge), signal);
         let grace = async move {
             let _ = stopping_seen.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(config.shutdown_grace()).await;
         };
         tokio::select! {
-            served = server => served.context("serve HTTP")?,
+            () = server => {}
             () = grace => tracing::warn!("shutdown grace elapsed: dropping the requests still in flight"),
         }
         tasks.shutdown().await;
