@@ -22,6 +22,15 @@ pub const REASON_LENGTH_MAX: usize = 512;
 pub const METADATA_BYTES_MAX: usize = 4096;
 /// Nesting of a `metadata` object at most (the object itself is depth 1).
 pub const METADATA_DEPTH_MAX: usize = 8;
+/// What an amount that must be above zero looks like on the wire, as the OpenAPI document states it (the
+/// amount's scale is the asset's, checked by the domain). JSON numbers are accepted too.
+pub const POSITIVE_AMOUNT_PATTERN: &str = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$";
+/// What a fee, a limit or a policy's money looks like on the wire: zero or more.
+pub const NON_NEGATIVE_AMOUNT_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?$";
+/// What an idempotency key looks like: 1 to [`IDEMPOTENCY_KEY_LENGTH_MAX`] visible ASCII characters.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]{1,255}$";
+/// What `If-Match` looks like: a wallet version in quotes.
+pub const IF_MATCH_PATTERN: &str = r#"^"[0-9]+"$"#;
 
 /// Every stable problem code of the HTTP API, with its status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,15 +252,17 @@ impl From<&DomainError> for Problem {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeePolicyInput {
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1.5"))]
+    /// 0 to 100.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1.5",
+        pattern = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)$"))]
     pub percent: WireDecimal,
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.10"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.10", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub fixed: WireDecimal,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub min: Option<WireDecimal>,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub max: Option<WireDecimal>,
 }
 
@@ -259,7 +270,10 @@ pub struct FeePolicyInput {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefineAssetRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Z][A-Z0-9_]{0,15}$", example = "GOLD"))]
     pub code: String,
+    /// Decimal places of the asset's amounts.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 18))]
     pub scale: u32,
     #[serde(default)]
     pub cash_in_fee: Option<FeePolicyInput>,
@@ -269,12 +283,17 @@ pub struct DefineAssetRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenWalletRequest {
+    /// The client's id of the owner: 1 to 128 characters, no control characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
     pub owner_id: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Z][A-Z0-9_]{0,15}$", example = "GOLD"))]
     pub asset: String,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub overdraft_limit: Option<WireDecimal>,
+    /// A JSON object of the client's, at most 4 KiB and 8 levels deep; kept with the events.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -283,11 +302,14 @@ pub struct OpenWalletRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MoveRequest {
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50", pattern = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"))]
     pub amount: WireDecimal,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
     pub reference: Option<String>,
+    /// A JSON object of the client's, at most 4 KiB and 8 levels deep; kept with the events.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -297,14 +319,17 @@ pub struct MoveRequest {
 pub struct TransferRequest {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50", pattern = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"))]
     pub amount: WireDecimal,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub fee: Option<WireDecimal>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
     pub reference: Option<String>,
+    /// A JSON object of the client's, at most 4 KiB and 8 levels deep; kept with the events.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -313,9 +338,10 @@ pub struct TransferRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReversalRequest {
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"))]
     pub amount: Option<WireDecimal>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
     pub reason: Option<String>,
 }
 
@@ -325,6 +351,7 @@ pub struct ReversalRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusRequest {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
     pub reason: Option<String>,
 }
 

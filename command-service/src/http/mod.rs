@@ -137,7 +137,7 @@ pub struct ApiDoc;
 struct CommandHeaders {
     /// 1 to 255 visible ASCII characters, unique per request of one token: a retry with the same key and the
     /// same request replays the first answer (`Idempotent-Replayed: true`).
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", pattern = r"^[!-~]{1,255}$", min_length = 1, max_length = 255)]
     idempotency_key: String,
     /// Echoed in the answer and stored in the events' metadata; made (UUID v7) when absent.
     #[param(rename = "X-Request-Id")]
@@ -151,10 +151,10 @@ struct CommandHeaders {
 struct WalletCommandHeaders {
     /// 1 to 255 visible ASCII characters, unique per request of one token: a retry with the same key and the
     /// same request replays the first answer (`Idempotent-Replayed: true`).
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", pattern = r"^[!-~]{1,255}$", min_length = 1, max_length = 255)]
     idempotency_key: String,
     /// `"<version>"`: only if the wallet is at this version, otherwise `412 version_mismatch`.
-    #[param(rename = "If-Match", example = "\"3\"")]
+    #[param(rename = "If-Match", example = "\"3\"", pattern = r#"^"[0-9]+"$"#)]
     if_match: Option<String>,
     /// Echoed in the answer and stored in the events' metadata; made (UUID v7) when absent.
     #[param(rename = "X-Request-Id")]

@@ -150,6 +150,7 @@ struct ProjectionList {
 struct Consistency {
     /// Wait (bounded, 2 s by default) until the projection has reached this position, e.g. a command's `position`;
     /// otherwise `503 projection_behind`. Also as the `X-Min-Position` header.
+    #[param(minimum = 0)]
     min_position: Option<i64>,
 }
 
@@ -158,7 +159,8 @@ struct Consistency {
 fn assets_list() {}
 
 #[utoipa::path(get, path = "/v1/assets/{code}", tag = "assets",
-    params(("code" = String, Path, description = "Asset code", example = "NGN"), Consistency),
+    params(("code" = String, Path, description = "Asset code", example = "NGN", pattern = r"^[A-Z][A-Z0-9_]{0,15}$"),
+           Consistency),
     responses((status = 200, description = "The asset and its totals", body = AssetView)))]
 fn asset_one() {}
 
@@ -169,7 +171,7 @@ fn wallet_one() {}
 
 #[utoipa::path(get, path = "/v1/wallets/{wallet_id}/history", tag = "wallets",
     params(("wallet_id" = Uuid, Path),
-           ("limit" = Option<i64>, Query, description = "1 to 1000, 50 by default"),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, 50 by default"),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
            Consistency),
     responses((status = 200, description = "A page of the wallet's legs, newest first", body = HistoryPage)))]
@@ -178,18 +180,18 @@ fn wallet_history() {}
 #[utoipa::path(get, path = "/v1/wallets/{wallet_id}/balance", tag = "audit",
     params(("wallet_id" = Uuid, Path),
            ("as_of" = Option<DateTime<Utc>>, Query, description = "RFC 3339 instant; exclusive with at_position"),
-           ("at_position" = Option<i64>, Query, description = "Global position; exclusive with as_of"),
+           ("at_position" = Option<i64>, Query, minimum = 0, description = "Global position; exclusive with as_of"),
            Consistency),
     responses((status = 200, description = "The balance at that moment, from the wallet's events", body = BalanceAt)))]
 fn wallet_balance() {}
 
 #[utoipa::path(get, path = "/v1/owners/{owner_id}/wallets", tag = "wallets",
-    params(("owner_id" = String, Path), Consistency),
+    params(("owner_id" = String, Path, min_length = 1, max_length = 128), Consistency),
     responses((status = 200, description = "Every wallet of the owner (none: an empty list)", body = WalletList)))]
 fn owner_wallets() {}
 
 #[utoipa::path(get, path = "/v1/transfers", tag = "transfers",
-    params(("reference" = String, Query, description = "The client's reference"), Consistency),
+    params(("reference" = String, Query, min_length = 1, max_length = 128, description = "The client's reference"), Consistency),
     responses((status = 200, description = "The transfers carrying this reference, oldest first", body = TransferList)))]
 fn transfers_by_reference() {}
 
@@ -200,15 +202,15 @@ fn transfer_one() {}
 
 #[utoipa::path(get, path = "/v1/streams/{stream_id}/events", tag = "audit",
     params(("stream_id" = String, Path, description = "`wallet-{uuid}`, `transfer-{uuid}` or `asset-{CODE}`"),
-           ("from_version" = Option<i64>, Query, description = "First version, 1 by default"),
-           ("limit" = Option<i64>, Query, description = "1 to 1000, 50 by default"),
+           ("from_version" = Option<i64>, Query, minimum = 1, description = "First version, 1 by default"),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, 50 by default"),
            Consistency),
     responses((status = 200, description = "The stream's raw events in version order", body = StreamPage)))]
 fn stream_events() {}
 
 #[utoipa::path(get, path = "/v1/events", tag = "audit",
-    params(("after" = Option<i64>, Query, description = "Position to read after, 0 by default"),
-           ("limit" = Option<i64>, Query, description = "1 to 1000, 50 by default"),
+    params(("after" = Option<i64>, Query, minimum = 0, description = "Position to read after, 0 by default"),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, 50 by default"),
            Consistency),
     responses((status = 200, description = "The global log in commit order", body = EventPage)))]
 fn global_log() {}
