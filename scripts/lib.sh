@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Helpers shared by scripts/run, scripts/test and scripts/demo-data: sourced, never run.
+# Helpers shared by scripts/run, scripts/bench, scripts/test and scripts/demo-data: sourced, never run.
 #
 # ensure_postgres and ensure_nats find (or install and start) the infrastructure Tally needs,
-# fast and without side effects when it already runs, and never wait without a bound.
+# fast and without side effects when it already runs, and never wait without a bound. The service
+# helpers at the end build, start and stop Tally's own services, for scripts/run and scripts/bench.
 set -euo pipefail
 
 TALLY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,9 @@ PG_START_TIMEOUT_S="${PG_START_TIMEOUT_S:-60}"
 NATS_START_TIMEOUT_S="${NATS_START_TIMEOUT_S:-20}"
 # apt can be slow on a cold cache, but never this slow unless something is wrong.
 APT_TIMEOUT_S="${APT_TIMEOUT_S:-900}"
+# How long each service gets to answer /health/ready, and to exit after SIGTERM.
+READY_TIMEOUT_S="${READY_TIMEOUT_S:-90}"
+STOP_TIMEOUT_S="${STOP_TIMEOUT_S:-15}"
 
 # ---- Output ------------------------------------------------------------------------------------
 
@@ -301,4 +305,155 @@ ensure_nats() {
     [[ "$server_info" == INFO* ]] || die "$host:$port answers, but not as NATS"
     [[ "$server_info" == *'"jetstream":true'* ]] ||
         warn "NATS at $NATS_URL runs without JetStream (-js); notifications will not be de-duplicated"
+}
+
+# ---- Services ----------------------------------------------------------------------------------
+#
+# For scripts/run and scripts/bench. The script sets COMMAND_PORT, QUERY_PORT and PROJECTOR_PORT (each
+# service listens on 127.0.0.1) and LOG_DIR (NAME.log for each) after sourcing this, and may change the
+# settings below; build sets BIN_DIR, where start_service takes the binaries from.
+
+# Start order: command-service applies the migrations that the other two wait for. stop_all goes backwards.
+SERVICES=(command-service projector query-service)
+# The pid of each service this script started.
+declare -A SERVICE_PIDS=()
+# Where pid files go, when the services outlive the script (a later run stops them): each start then keeps
+# the previous NAME.log as NAME.log.1, and each stop is reported. Empty: the pids are only in SERVICE_PIDS,
+# the services are the script's alone, and each start overwrites NAME.log.
+PID_DIR=''
+# VARIABLE=VALUE settings of the services' environment, beside LISTEN_ADDR.
+SERVICE_ENV=()
+# What start_service says of a port that is taken, after "port PORT, wanted by NAME, ".
+PORT_TAKEN='is taken by another program; free it or set a different port'
+
+# service_port NAME: the port NAME listens on.
+service_port() {
+    case "$1" in
+        command-service) echo "$COMMAND_PORT" ;;
+        query-service) echo "$QUERY_PORT" ;;
+        projector) echo "$PROJECTOR_PORT" ;;
+    esac
+}
+
+# process_gone PID: no process PID runs (any more).
+process_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# service_pid NAME: print the pid of NAME if a run of ours started it and it still runs. A pid file's
+# command line is checked too, so that a pid reused by another program after a reboot is never signalled.
+service_pid() {
+    local pid
+    if [[ -z "$PID_DIR" ]]; then
+        pid="${SERVICE_PIDS[$1]:-}"
+        [[ -n "$pid" ]] || return 1
+        ! process_gone "$pid" || return 1
+    else
+        local pid_file="$PID_DIR/$1.pid"
+        [[ -r "$pid_file" ]] || return 1
+        pid="$(<"$pid_file")"
+        [[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/cmdline" ]] || return 1
+        [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" == *"$1"* ]] || return 1
+    fi
+    printf '%s\n' "$pid"
+}
+
+# stop_service NAME: SIGTERM, a bounded wait, then SIGKILL; only a process of ours (see service_pid).
+stop_service() {
+    local name="$1" pid
+    if pid="$(service_pid "$name")"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        if ! wait_until "$STOP_TIMEOUT_S" "$name (pid $pid) to exit" process_gone "$pid"; then
+            warn "killing $name (pid $pid)"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        [[ -z "$PID_DIR" ]] || echo "stopped $name (pid $pid)" >&2
+    fi
+    [[ -z "$PID_DIR" ]] || rm -f "$PID_DIR/$name.pid"
+    unset "SERVICE_PIDS[$name]"
+}
+
+# stop_all: stop every service of ours, in the reverse of the start order.
+stop_all() {
+    local index
+    for ((index = ${#SERVICES[@]} - 1; index >= 0; index--)); do
+        stop_service "${SERVICES[index]}"
+    done
+}
+
+# start_service NAME ARGUMENT...: start BIN_DIR/NAME on its port in its own session (so that Ctrl-C reaches
+# the script, which stops it with SIGTERM, and not the service directly), logging to LOG_DIR/NAME.log.
+start_service() {
+    local name="$1" port log="$LOG_DIR/$1.log"
+    shift
+    port="$(service_port "$name")"
+    ! port_open 127.0.0.1 "$port" || die "port $port, wanted by $name, $PORT_TAKEN"
+    local launch=(env LISTEN_ADDR="127.0.0.1:$port" "${SERVICE_ENV[@]}" setsid)
+    if [[ -n "$PID_DIR" ]]; then
+        local pid_file="$PID_DIR/$name.pid"
+        [[ -f "$log" ]] && mv -f "$log" "$log.1"
+        rm -f "$pid_file"
+        # shellcheck disable=SC2016 # $0 and $@ expand in the inner bash: it records its pid, then becomes the service.
+        "${launch[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$BIN_DIR/$name" "$@" </dev/null >>"$log" 2>&1 &
+        wait_until 5 "$name to start" test -s "$pid_file" || die "$name did not start; see $log"
+        SERVICE_PIDS[$name]="$(<"$pid_file")"
+    else
+        "${launch[@]}" "$BIN_DIR/$name" "$@" </dev/null >"$log" 2>&1 &
+        SERVICE_PIDS[$name]=$!
+    fi
+    info "started $name (pid ${SERVICE_PIDS[$name]}) on 127.0.0.1:$port, log ${log#"$TALLY_ROOT"/}"
+}
+
+# start_projector: start_service projector, in its long-running mode: its `run` subcommand (beside
+# `rebuild` and `verify`) when its --help lists one.
+start_projector() {
+    local arguments=() help
+    help="$(timeout 10 "$BIN_DIR/projector" --help 2>&1 || true)"
+    if grep -qE '^[[:space:]]+run([[:space:]]|$)' <<<"$help"; then
+        arguments=(run)
+    fi
+    start_service projector "${arguments[@]}"
+}
+
+# wait_ready NAME: wait (bounded) until NAME answers GET /health/ready with a 2xx. Returns 1 if NAME exited
+# first and 2 if the time ran out, and says nothing then: the caller fails, or warns and goes on.
+wait_ready() {
+    local name="$1" port deadline
+    port="$(service_port "$name")"
+    deadline=$((SECONDS + READY_TIMEOUT_S))
+    until curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$port/health/ready" 2>/dev/null; do
+        service_pid "$name" >/dev/null || return 1
+        ((SECONDS < deadline)) || return 2
+        sleep 0.25
+    done
+    info "$name is ready"
+}
+
+# build DESCRIPTION [PACKAGE...]: set BIN_DIR to TALLY_BIN_DIR, or to a release build (said to be of
+# DESCRIPTION) of the services and PACKAGEs; fail unless each of their binaries is there.
+build() {
+    local description="$1" name packages=()
+    shift
+    if [[ -n "${TALLY_BIN_DIR:-}" ]]; then
+        BIN_DIR="$TALLY_BIN_DIR"
+    else
+        info "building $description (cargo build --release)"
+        for name in "${SERVICES[@]}" "$@"; do packages+=(-p "$name"); done
+        (cd "$TALLY_ROOT" && cargo build --release "${packages[@]}") || die "cargo build failed"
+        BIN_DIR="${CARGO_TARGET_DIR:-$TALLY_ROOT/target}/release"
+    fi
+    for name in "${SERVICES[@]}" "$@"; do
+        [[ -x "$BIN_DIR/$name" ]] || die "no executable $BIN_DIR/$name"
+    done
+}
+
+# new_admin_token PREFIX NAME FILE: print a fresh random token, PREFIX and 40 hex digits, after writing FILE,
+# the tokens file of the services, with it as NAME of scope admin; they read only its SHA-256.
+new_admin_token() {
+    local token hash
+    token="$1$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')"
+    hash="$(printf '%s' "$token" | sha256sum | cut -d ' ' -f 1)"
+    (
+        umask 077
+        printf '[{"name":"%s","token_sha256":"%s","scopes":["admin"]}]\n' "$2" "$hash" >"$3"
+    )
+    printf '%s\n' "$token"
 }
