@@ -410,7 +410,7 @@ pub async fn transfers_by_reference(
 // ---- Projections ---------------------------------------------------------------------------------
 
 /// One projection's progress through the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectionView {
     pub projection: String,
     /// The position of the last event applied.

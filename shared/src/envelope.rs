@@ -131,6 +131,7 @@ pub struct EventMetadata {
 
 /// An event as the store keeps it and auditors read it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoredEvent {
     pub position: i64,
     pub stream_id: String,

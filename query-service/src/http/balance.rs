@@ -18,8 +18,9 @@ use crate::http::params::{self, QueryParams, Segment};
 use crate::http::AppState;
 
 /// A wallet's balance at a moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BalanceAtView {
+    #[schema(value_type = Uuid)]
     pub wallet_id: WalletId,
     pub asset: String,
     /// At the asset's scale; zero before the first debit or credit.

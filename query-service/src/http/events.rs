@@ -10,7 +10,7 @@ use crate::http::error::ApiError;
 use crate::http::params::QueryParams;
 use crate::http::AppState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub items: Vec<StoredEvent>,
     /// The `after` of the next request: the last position returned, or `after` itself when nothing is new.

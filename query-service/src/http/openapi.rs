@@ -5,11 +5,18 @@
 // The functions below only carry `#[utoipa::path]`: the handlers live in their resource files.
 #![allow(dead_code)]
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tally_shared::api::{AssetView, HistoryEntryView, TransferView, WalletView};
+use tally_shared::envelope::StoredEvent;
+
+use super::assets::AssetList;
+use super::balance::BalanceAtView;
+use super::events::EventPage;
+use super::projections::ProjectionList;
+use super::streams::StreamPage;
+use super::transfers::TransferList;
+use super::wallets::WalletList;
+use crate::read_models::ProjectionView;
 use utoipa::{OpenApi, ToSchema};
-use uuid::Uuid;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,9 +47,9 @@ use uuid::Uuid;
         AssetList,
         WalletList,
         HistoryPage,
-        BalanceAt,
+        BalanceAtView,
         TransferList,
-        StoredEventView,
+        StoredEvent,
         StreamPage,
         EventPage,
         ProjectionView,
@@ -58,90 +65,11 @@ use uuid::Uuid;
 )]
 pub struct ApiDoc;
 
-#[derive(ToSchema)]
-struct AssetList {
-    items: Vec<AssetView>,
-}
-
-#[derive(ToSchema)]
-struct WalletList {
-    items: Vec<WalletView>,
-}
-
 /// Newest first; `next_cursor` fetches the next page.
 #[derive(ToSchema)]
 struct HistoryPage {
     items: Vec<HistoryEntryView>,
     next_cursor: Option<String>,
-}
-
-/// A wallet's balance at a moment, recomputed from its events.
-#[derive(ToSchema)]
-struct BalanceAt {
-    wallet_id: Uuid,
-    asset: String,
-    /// At the asset's scale; zero before the first debit or credit.
-    #[schema(example = "10.50")]
-    balance: String,
-    /// The wallet stream's version at that moment; 0 before it was opened.
-    version: i64,
-    /// Position of the debit or credit that set `balance`.
-    position: Option<i64>,
-    recorded_at: Option<DateTime<Utc>>,
-    as_of: Option<DateTime<Utc>>,
-    at_position: Option<i64>,
-}
-
-#[derive(ToSchema)]
-struct TransferList {
-    items: Vec<TransferView>,
-}
-
-/// An event as the store keeps it.
-#[derive(ToSchema)]
-#[schema(as = StoredEvent)]
-struct StoredEventView {
-    position: i64,
-    stream_id: String,
-    version: i64,
-    event_id: Uuid,
-    #[schema(rename = "type")]
-    event_type: String,
-    data: Value,
-    metadata: Value,
-    recorded_at: DateTime<Utc>,
-    /// Hex of the SHA-256 chaining this event to the previous one of its stream.
-    hash: String,
-}
-
-#[derive(ToSchema)]
-struct StreamPage {
-    items: Vec<StoredEventView>,
-    /// The `from_version` of the next page; absent at the end of the stream.
-    next_from_version: Option<i64>,
-}
-
-#[derive(ToSchema)]
-struct EventPage {
-    items: Vec<StoredEventView>,
-    /// The `after` of the next request.
-    next_after: i64,
-}
-
-/// One projection's progress through the log.
-#[derive(ToSchema)]
-struct ProjectionView {
-    projection: String,
-    position: i64,
-    head: i64,
-    lag_events: i64,
-    lag_ms: i64,
-    updated_at: Option<DateTime<Utc>>,
-}
-
-#[derive(ToSchema)]
-struct ProjectionList {
-    items: Vec<ProjectionView>,
 }
 
 /// Parameters of every read: the read-your-writes wait.
@@ -182,7 +110,7 @@ fn wallet_history() {}
            ("as_of" = Option<DateTime<Utc>>, Query, description = "RFC 3339 instant; exclusive with at_position"),
            ("at_position" = Option<i64>, Query, minimum = 0, description = "Global position; exclusive with as_of"),
            Consistency),
-    responses((status = 200, description = "The balance at that moment, from the wallet's events", body = BalanceAt)))]
+    responses((status = 200, description = "The balance at that moment, from the wallet's events", body = BalanceAtView)))]
 fn wallet_balance() {}
 
 #[utoipa::path(get, path = "/v1/owners/{owner_id}/wallets", tag = "wallets",

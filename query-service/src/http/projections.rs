@@ -9,7 +9,7 @@ use crate::http::params::QueryParams;
 use crate::http::AppState;
 use crate::read_models::{self, ProjectionView};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectionList {
     pub items: Vec<ProjectionView>,
 }

@@ -10,7 +10,7 @@ use crate::http::error::ApiError;
 use crate::http::params::{self, QueryParams, Segment};
 use crate::http::AppState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamPage {
     pub items: Vec<StoredEvent>,
     /// The `from_version` of the next page; absent at the end of the stream.

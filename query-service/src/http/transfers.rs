@@ -11,7 +11,7 @@ use crate::http::params::{self, QueryParams, Segment};
 use crate::http::AppState;
 use crate::read_models;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferList {
     pub items: Vec<TransferView>,
 }
