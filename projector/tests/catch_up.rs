@@ -15,7 +15,7 @@ use tally_shared::notification::{appended_subject, message_id, Appended};
 async fn a_mixed_workload_is_projected_equal_to_a_replay(pool: PgPool) {
     let mut ledger = Ledger::new(&pool);
     mixed_workload(&mut ledger, 8, 300, 7).await;
-    let projector = RunningProjector::start(&pool, config(&unique_prefix(), NATS_URL, &[])).await;
+    let projector = RunningProjector::start(&pool, config(&unique_prefix(), &nats_url(), &[])).await;
 
     caught_up(&pool).await;
     assert_verified(&pool).await;
@@ -60,7 +60,8 @@ async fn batches_that_cut_commands_in_two_still_equal_a_replay(pool: PgPool) {
         .unwrap();
         sqlx::query("UPDATE projection_checkpoints SET position = 0").execute(&pool).await.unwrap();
         let projector =
-            RunningProjector::start(&pool, config(&unique_prefix(), NATS_URL, &["--batch-size-max", batch_size])).await;
+            RunningProjector::start(&pool, config(&unique_prefix(), &nats_url(), &["--batch-size-max", batch_size]))
+                .await;
         caught_up(&pool).await;
         assert_verified(&pool).await;
         projector.stop().await;
@@ -130,7 +131,7 @@ async fn a_crash_between_applying_and_checkpointing_leaves_no_trace_and_a_restar
     let mut ledger = Ledger::new(&pool);
     mixed_workload(&mut ledger, 4, 50, 3).await;
     let prefix = unique_prefix();
-    let projector = RunningProjector::start(&pool, config(&prefix, NATS_URL, &["--batch-size-max", "10"])).await;
+    let projector = RunningProjector::start(&pool, config(&prefix, &nats_url(), &["--batch-size-max", "10"])).await;
     let before = caught_up(&pool).await;
 
     projector.failpoints.crash_after_next_apply();
@@ -140,7 +141,7 @@ async fn a_crash_between_applying_and_checkpointing_leaves_no_trace_and_a_restar
     assert!(crash.is::<projector::catch_up::InjectedCrash>(), "{crash:#}");
     assert_eq!(checkpoint(&pool).await, before, "the crashed batch's checkpoint was never written");
     assert_verified(&pool).await; // its read-model writes were rolled back with it
-    let restarted = RunningProjector::start(&pool, config(&prefix, NATS_URL, &["--batch-size-max", "10"])).await;
+    let restarted = RunningProjector::start(&pool, config(&prefix, &nats_url(), &["--batch-size-max", "10"])).await;
     caught_up(&pool).await;
     assert_verified(&pool).await;
     restarted.stop().await;
@@ -151,12 +152,12 @@ async fn one_projector_applies_and_a_standby_takes_over_when_it_dies(pool: PgPoo
     let mut ledger = Ledger::new(&pool);
     mixed_workload(&mut ledger, 4, 60, 5).await;
     let prefix = unique_prefix();
-    let first = RunningProjector::start(&pool, config(&prefix, NATS_URL, &[])).await;
+    let first = RunningProjector::start(&pool, config(&prefix, &nats_url(), &[])).await;
     eventually("the first projector leads", Duration::from_secs(10), || async {
         (first.role().await == "leader").then_some(())
     })
     .await;
-    let second = RunningProjector::start(&pool, config(&prefix, NATS_URL, &[])).await;
+    let second = RunningProjector::start(&pool, config(&prefix, &nats_url(), &[])).await;
     caught_up(&pool).await;
     eventually("the second projector stands by", Duration::from_secs(10), || async {
         (second.role().await == "standby").then_some(())
@@ -195,12 +196,12 @@ async fn the_projection_converges_by_polling_while_nats_is_unreachable(pool: PgP
 async fn duplicate_reordered_and_lost_notifications_only_wake_the_projector(pool: PgPool) {
     let prefix = unique_prefix();
     let mut ledger = Ledger::new(&pool);
-    let projector = RunningProjector::start(&pool, config(&prefix, NATS_URL, &["--poll-interval-ms", "1000"])).await;
+    let projector = RunningProjector::start(&pool, config(&prefix, &nats_url(), &["--poll-interval-ms", "1000"])).await;
     eventually("the projector leads", Duration::from_secs(10), || async {
         (projector.role().await == "leader").then_some(())
     })
     .await;
-    let client = async_nats::connect(NATS_URL).await.unwrap();
+    let client = async_nats::connect(nats_url()).await.unwrap();
     let jetstream = jetstream::new(client);
     let stream_ready = || async {
         let found = jetstream.get_stream(tally_shared::notification::stream_name(&prefix)).await.is_ok();

@@ -30,7 +30,7 @@ impl CommandService {
             "--listen-addr",
             "127.0.0.1:0",
             "--nats-url",
-            NATS_URL,
+            &nats_url(),
             "--nats-subject-prefix",
             prefix,
         ]);
@@ -67,7 +67,7 @@ async fn a_thousand_commands_through_command_service_and_nats_are_projected_equa
     let prefix = unique_prefix();
     let commands = CommandService::start(&pool, &prefix).await;
     // A long poll interval, so that notifications do most of the waking.
-    let projector = RunningProjector::start(&pool, config(&prefix, NATS_URL, &["--poll-interval-ms", "1000"])).await;
+    let projector = RunningProjector::start(&pool, config(&prefix, &nats_url(), &["--poll-interval-ms", "1000"])).await;
     let (status, _) = commands
         .post("/v1/assets", json!({"code": "GOLD", "scale": 2, "cash_in_fee": {"percent": "2.5", "fixed": "0.05"}}))
         .await;
@@ -164,7 +164,7 @@ async fn a_thousand_commands_through_command_service_and_nats_are_projected_equa
 async fn projection_lag(pool: PgPool) {
     let prefix = unique_prefix();
     let commands = CommandService::start(&pool, &prefix).await;
-    let projector = RunningProjector::start(&pool, config(&prefix, NATS_URL, &[])).await;
+    let projector = RunningProjector::start(&pool, config(&prefix, &nats_url(), &[])).await;
     assert_eq!(commands.post("/v1/assets", json!({"code": "GOLD", "scale": 2})).await.0, 201);
     let (_, wallet) = commands.post("/v1/wallets", json!({"owner_id": "lag", "asset": "GOLD"})).await;
     let wallet = wallet["wallet_id"].as_str().unwrap().to_owned();

@@ -22,7 +22,7 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_projector"))
             .env("DATABASE_URL", database_url(pool))
             .env("LISTEN_ADDR", &address)
-            .env("NATS_URL", NATS_URL)
+            .env("NATS_URL", nats_url())
             .env("NATS_SUBJECT_PREFIX", prefix)
             .env("POLL_INTERVAL_MS", "100")
             .env("STANDBY_RETRY_MS", "100")

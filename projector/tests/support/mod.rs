@@ -24,7 +24,10 @@ use tally_shared::wallet::WalletId;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The NATS server of the tests: `NATS_URL` (as `scripts/test` sets it), or the local default.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
 /// A port nothing listens on: NATS "down".
 pub const NATS_URL_UNREACHABLE: &str = "nats://127.0.0.1:1";
 
