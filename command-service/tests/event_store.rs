@@ -303,3 +303,25 @@ async fn each_event_keeps_its_own_commands_metadata(pool: PgPool) {
         sqlx::query_scalar("SELECT metadata FROM events ORDER BY position").fetch_all(&pool).await.unwrap();
     assert_eq!(stored, [&*first, &*first, &*second, &*first].map(Clone::clone));
 }
+
+/// SPEC §3's gap case needs a writer that draws a position and commits after a later one: under the ordering
+/// scheme, every writer holds the append lock from before it draws until it commits, so that writer cannot
+/// exist. The database enforces it for any writer, not just the appender: an insert into `events` without the
+/// lock is refused (and leaves a hole, which readers pass), while one holding it goes through.
+#[sqlx::test(migrations = "../migrations")]
+async fn no_writer_can_insert_an_event_without_holding_the_append_lock(pool: PgPool) {
+    let insert = "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+                  VALUES ('test-gap', 1, $1, 'TestEvent', '{}', '{}', now(), $2)";
+    let mut bypassing = pool.begin().await.unwrap();
+    let refused = sqlx::query(insert).bind(uuid::Uuid::now_v7()).bind(&[7u8; 32][..]).execute(&mut *bypassing).await;
+    let error = refused.expect_err("an insert without the append lock went through");
+    assert!(error.to_string().contains("only under the append lock"), "{error}");
+    drop(bypassing);
+    assert_eq!(sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events").fetch_one(&pool).await.unwrap(), 0);
+
+    let mut locked = pool.begin().await.unwrap();
+    take_append_lock(&mut locked).await.unwrap();
+    sqlx::query(insert).bind(uuid::Uuid::now_v7()).bind(&[7u8; 32][..]).execute(&mut *locked).await.unwrap();
+    locked.commit().await.unwrap();
+    assert_eq!(sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events").fetch_one(&pool).await.unwrap(), 1);
+}

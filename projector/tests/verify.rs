@@ -156,8 +156,9 @@ async fn an_overdrawn_and_unbalanced_log_is_reported(pool: PgPool) {
     }
     .chain_hash(&row.3.clone().try_into().unwrap());
     sqlx::query(
-        "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
-         VALUES ($1, $2, $3, 'WalletDebited', $4, $5, $6, $7)",
+        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8))
+         INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+         SELECT $1, $2, $3, 'WalletDebited', $4, $5, $6, $7 FROM lock",
     )
     .bind(&stream_id)
     .bind(row.0 + 1)
@@ -166,6 +167,7 @@ async fn an_overdrawn_and_unbalanced_log_is_reported(pool: PgPool) {
     .bind(&metadata)
     .bind(recorded_at)
     .bind(hash.as_slice())
+    .bind(command_service::event_store::APPEND_LOCK_KEY)
     .execute(&pool)
     .await
     .unwrap();

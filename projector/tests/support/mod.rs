@@ -474,9 +474,10 @@ impl Ledger {
         }
         for chunk in rows.chunks(10_000) {
             sqlx::query(
-                "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
-                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[],
-                     $7::timestamptz[], $8::bytea[])",
+                "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($9))
+                 INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+                 SELECT e.* FROM lock, UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[],
+                     $7::timestamptz[], $8::bytea[]) AS e",
             )
             .bind(chunk.iter().map(|row| row.0.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|row| row.1).collect::<Vec<_>>())
@@ -486,6 +487,7 @@ impl Ledger {
             .bind(chunk.iter().map(|row| sqlx::types::Json(row.5.clone())).collect::<Vec<_>>())
             .bind(chunk.iter().map(|row| row.6).collect::<Vec<_>>())
             .bind(chunk.iter().map(|row| row.7.to_vec()).collect::<Vec<_>>())
+            .bind(event_store::APPEND_LOCK_KEY)
             .execute(&self.pool)
             .await
             .unwrap();

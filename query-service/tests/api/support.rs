@@ -155,8 +155,9 @@ pub fn dec(text: &str) -> Decimal {
 pub async fn append(pool: &PgPool, stream: &StreamId, version: i64, event: Event, recorded_at: DateTime<Utc>) -> i64 {
     let (event_type, data) = event.to_stored();
     sqlx::query_scalar(
-        "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING position",
+        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($9))
+         INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM lock RETURNING position",
     )
     .bind(stream.to_string())
     .bind(version)
@@ -166,6 +167,7 @@ pub async fn append(pool: &PgPool, stream: &StreamId, version: i64, event: Event
     .bind(json!({ "request_id": "test" }))
     .bind(recorded_at)
     .bind(vec![0_u8; 32])
+    .bind(command_service::event_store::APPEND_LOCK_KEY)
     .fetch_one(pool)
     .await
     .unwrap()
