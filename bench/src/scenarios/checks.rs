@@ -82,3 +82,32 @@ pub async fn read_models_match_snapshots(database: &PgPool, when: &str) -> Check
         Err(error) => Check { check: name, passed: false, detail: format!("query failed: {error}") },
     }
 }
+
+/// Lines of `projector verify`'s report quoted when it finds something.
+const VERIFY_LINES_SHOWN: usize = 15;
+
+/// `projector verify` over the whole database: every stream replayed against its snapshot and the read
+/// models, every hash chain and invariant. It must exit 0.
+pub async fn projector_verify(projector_bin: &std::path::Path, database_url: &str, when: &str) -> Check {
+    let check = format!("projector verify passes, {when}");
+    let output = tokio::process::Command::new(projector_bin)
+        .arg("verify")
+        .env("DATABASE_URL", database_url)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    match output {
+        Ok(output) => {
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            let tail: Vec<&str> = text.lines().rev().take(VERIFY_LINES_SHOWN).collect();
+            let detail = tail.into_iter().rev().collect::<Vec<_>>().join(" / ");
+            Check { check, passed: output.status.success(), detail }
+        }
+        Err(error) => {
+            Check { check, passed: false, detail: format!("could not run {}: {error}", projector_bin.display()) }
+        }
+    }
+}

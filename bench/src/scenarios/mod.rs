@@ -392,6 +392,12 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
     } else {
         report.scenarios.rebuild.reason = Some(skipped());
     }
+    if bench.read_side().is_ok() && bench.config.projector_bin.exists() {
+        let when = "after the load and the rebuild";
+        report
+            .correctness
+            .push(checks::projector_verify(&bench.config.projector_bin, &bench.config.database_url, when).await);
+    }
 
     if bench.wants(Scenario::FlatCost) {
         phases.begin(
