@@ -322,23 +322,26 @@ async fn terminated_backends_lose_no_acknowledged_command_and_apply_none_twice(p
     let killer = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut terminated = 0_i64;
+            let (mut terminated, mut mid_statement) = (0_i64, 0_i64);
             // A bounded burst of faults while the load runs, then the service must converge.
             for _ in 0..KILL_ROUNDS {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let killed: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE datname = current_database() AND pid <> pg_backend_pid()) AS killed",
+                // `active`: the backend was running a statement (a batch's write) when it was terminated.
+                let (killed, active): (i64, i64) = sqlx::query_as(
+                    "SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM (
+                         SELECT state, pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS killed",
                 )
                 .fetch_one(&killer_pool)
                 .await
-                .unwrap_or(0);
+                .unwrap_or((0, 0));
                 terminated += killed;
+                mid_statement += active;
                 tokio::time::sleep(KILL_INTERVAL).await;
             }
-            terminated
+            (terminated, mid_statement)
         })
     };
 
@@ -349,9 +352,10 @@ async fn terminated_backends_lose_no_acknowledged_command_and_apply_none_twice(p
     )
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let terminated = killer.await.unwrap();
+    let (terminated, mid_statement) = killer.await.unwrap();
 
     assert!(terminated > 0, "the test terminated no backend");
+    assert!(mid_statement > 0, "no backend was terminated in the middle of a statement: no request in flight was hit");
     assert!(replies.iter().all(|reply| reply.status == 201), "{:?}", tally(&replies));
     // Retrying every key once more replays, never applies again.
     for idempotency_key in &keys {

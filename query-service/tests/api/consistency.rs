@@ -29,6 +29,12 @@ async fn a_read_waits_until_the_projection_reaches_its_position(pool: PgPool) {
         let (client, url) = (app.client.clone(), format!("{}/v1/assets?min_position=5", app.base_url));
         async move { crate::support::answer(client.get(url).send().await.unwrap()).await }
     });
+    // Proof that the read waits, from the service itself rather than from a sleep: it counts it as waiting.
+    crate::support::eventually(400, std::time::Duration::from_millis(25), || async {
+        (app.get("/health/ready").await.body["read_your_writes_waiting"] == 1).then_some(())
+    })
+    .await;
+    assert!(!read.is_finished(), "the read answered before the projection reached its position");
     advance_checkpoint(&pool, 5, true).await;
     let answer = read.await.unwrap();
 
