@@ -92,7 +92,9 @@ fn the_key_and_asset_patterns_accept_what_the_code_accepts() {
         assert_eq!(code.is_match(text), AssetCode::parse(text).is_ok(), "asset code {text:?}");
     }
     let if_match = Regex::new(IF_MATCH_PATTERN).unwrap();
-    for (text, valid) in [("\"3\"", true), ("\"0\"", true), ("3", false), ("\"-1\"", false), ("W/\"3\"", false)] {
+    for (text, valid) in
+        [("\"3\"", true), ("\"0\"", true), ("3", true), ("\"-1\"", false), ("W/\"3\"", false), ("\"3", false)]
+    {
         assert_eq!(if_match.is_match(text), valid, "If-Match {text:?}");
     }
 }

@@ -29,8 +29,8 @@ pub const POSITIVE_AMOUNT_PATTERN: &str = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]
 pub const NON_NEGATIVE_AMOUNT_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?$";
 /// What an idempotency key looks like: 1 to [`IDEMPOTENCY_KEY_LENGTH_MAX`] visible ASCII characters.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]{1,255}$";
-/// What `If-Match` looks like: a wallet version in quotes.
-pub const IF_MATCH_PATTERN: &str = r#"^"[0-9]+"$"#;
+/// What `If-Match` looks like: a wallet version, as an entity tag in quotes (`"3"`) or, leniently, bare (`3`).
+pub const IF_MATCH_PATTERN: &str = r#"^("[0-9]+"|[0-9]+)$"#;
 
 /// Every stable problem code of the HTTP API, with its status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -246,6 +246,51 @@ impl From<&DomainError> for Problem {
     }
 }
 
+/// The schemas of amounts in requests: an exact decimal as a string (with the grammar's pattern) or an exact JSON
+/// number, as `WireDecimal` reads them.
+#[cfg(feature = "openapi")]
+pub mod amount_schemas {
+    use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+
+    use super::{NON_NEGATIVE_AMOUNT_PATTERN, POSITIVE_AMOUNT_PATTERN};
+
+    fn decimal(pattern: &str, example: &str, positive: bool, nullable: bool) -> Object {
+        let mut types = vec![Type::String, Type::Number];
+        if nullable {
+            types.push(Type::Null);
+        }
+        let builder = ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter(types))
+            .pattern(Some(pattern))
+            .examples([example])
+            .description(Some("An exact decimal: a string such as \"10.50\", or an exact JSON number"));
+        if positive { builder.exclusive_minimum(Some(0)) } else { builder.minimum(Some(0)) }.build()
+    }
+
+    pub fn positive() -> Object {
+        decimal(POSITIVE_AMOUNT_PATTERN, "10.50", true, false)
+    }
+
+    pub fn positive_or_absent() -> Object {
+        decimal(POSITIVE_AMOUNT_PATTERN, "0.50", true, true)
+    }
+
+    pub fn non_negative() -> Object {
+        decimal(NON_NEGATIVE_AMOUNT_PATTERN, "0.10", false, false)
+    }
+
+    /// A percentage, 0 to 100.
+    pub fn percent() -> Object {
+        let mut percent = decimal(r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)$", "1.5", false, false);
+        percent.maximum = Some(100.into());
+        percent
+    }
+
+    pub fn non_negative_or_absent() -> Object {
+        decimal(NON_NEGATIVE_AMOUNT_PATTERN, "0.50", false, true)
+    }
+}
+
 // ---- Requests ----------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,16 +298,15 @@ impl From<&DomainError> for Problem {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeePolicyInput {
     /// 0 to 100.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1.5",
-        pattern = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::percent))]
     pub percent: WireDecimal,
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.10", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::non_negative))]
     pub fixed: WireDecimal,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::non_negative_or_absent))]
     pub min: Option<WireDecimal>,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::non_negative_or_absent))]
     pub max: Option<WireDecimal>,
 }
 
@@ -272,8 +316,9 @@ pub struct FeePolicyInput {
 pub struct DefineAssetRequest {
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Z][A-Z0-9_]{0,15}$", example = "GOLD"))]
     pub code: String,
-    /// Decimal places of the asset's amounts.
+    /// Decimal places of the asset's amounts. A JSON integer; `8.0` is the integer 8, as JSON Schema reads it.
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 18))]
+    #[serde(deserialize_with = "crate::money::whole_number")]
     pub scale: u32,
     #[serde(default)]
     pub cash_in_fee: Option<FeePolicyInput>,
@@ -289,7 +334,7 @@ pub struct OpenWalletRequest {
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Z][A-Z0-9_]{0,15}$", example = "GOLD"))]
     pub asset: String,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::non_negative_or_absent))]
     pub overdraft_limit: Option<WireDecimal>,
     /// A JSON object of the client's, at most 4 KiB and 8 levels deep; kept with the events.
     #[serde(default)]
@@ -302,7 +347,7 @@ pub struct OpenWalletRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MoveRequest {
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50", pattern = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::positive))]
     pub amount: WireDecimal,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
@@ -319,10 +364,10 @@ pub struct MoveRequest {
 pub struct TransferRequest {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.50", pattern = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::positive))]
     pub amount: WireDecimal,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::non_negative_or_absent))]
     pub fee: Option<WireDecimal>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
@@ -338,7 +383,7 @@ pub struct TransferRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReversalRequest {
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.50", pattern = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::positive_or_absent))]
     pub amount: Option<WireDecimal>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]

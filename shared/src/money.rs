@@ -132,6 +132,21 @@ impl<'de> Deserialize<'de> for WireDecimal {
     }
 }
 
+/// A whole number as JSON Schema's `integer` reads it: `8` and `8.0` alike, never `8.5`, a string or a
+/// negative number. For fields such as an asset's scale.
+pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let text = number.to_string();
+    let whole = match text.split_once('.') {
+        Some((whole, fraction)) if fraction.bytes().all(|digit| digit == b'0') => whole,
+        Some(_) => return Err(serde::de::Error::custom(format!("invalid value: {text}, expected a whole number"))),
+        None => text.as_str(),
+    };
+    whole
+        .parse()
+        .map_err(|_| serde::de::Error::custom(format!("invalid value: {text}, expected a whole number from 0")))
+}
+
 /// A strictly positive amount with at most its asset's decimal places, held at exactly that scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Amount(Decimal);

@@ -40,7 +40,7 @@ pub async fn transfer(
 /// Takes back `amount` (by default what remains) of an earlier transfer, fee included pro rata.
 #[utoipa::path(post, path = "/v1/transfers/{transfer_id}/reversal", tag = "transfers",
     params(("transfer_id" = Uuid, Path, description = "The transfer to reverse"), CommandHeaders),
-    request_body(content = ReversalRequest, description = "May be empty: reverses what remains"),
+    request_body(content = Option<ReversalRequest>, description = "May be empty: reverses what remains"),
     responses((status = 201, description = "The reversal, with balances after it and its position", body = TransferView)))]
 pub async fn reverse(
     State(state): State<AppState>,

@@ -103,7 +103,7 @@ macro_rules! status_route {
         #[doc = $summary]
         #[utoipa::path(post, path = $path, tag = "wallets",
                             params(("wallet_id" = Uuid, Path, description = "The user wallet"), WalletCommandHeaders),
-                            request_body(content = StatusRequest, description = "May be empty"),
+                            request_body(content = Option<StatusRequest>, description = "May be empty"),
                             responses((status = 200, description = "The wallet in its new status", body = WalletView)))]
         pub async fn $name(
             State(state): State<AppState>,
