@@ -2,7 +2,7 @@
 //! polling meanwhile, and once NATS is back the projector is woken by notifications again. NATS here is a
 //! server of the test's own (port and store directory), stopped and started without touching anyone else's.
 //!
-//! `NATS_DOWN_S` sets how long NATS stays down (5 s by default; the drill in `scripts/drills` runs a minute).
+//! `NATS_DOWN_S` sets how long NATS stays down (5 s by default; `scripts/drills` runs a minute).
 #![allow(clippy::unwrap_used)]
 
 mod support;
