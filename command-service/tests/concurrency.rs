@@ -290,8 +290,10 @@ async fn one_key_sent_to_two_instances_at_once_has_one_effect(pool: PgPool) {
 }
 
 /// Rounds of `pg_terminate_backend` on every connection of the test database, and the pause between them.
-const KILL_ROUNDS: usize = 30;
+const KILL_ROUNDS: usize = 200;
 const KILL_INTERVAL: Duration = Duration::from_millis(50);
+/// Waves of 300 spends at most, sent until a termination has hit a statement in flight.
+const LOAD_WAVES_MAX: usize = 20;
 /// Attempts of one command at most, while faults are injected.
 const ATTEMPTS_MAX: usize = 500;
 
@@ -312,23 +314,24 @@ async fn terminated_backends_lose_no_acknowledged_command_and_apply_none_twice(p
     let app = TestApp::spawn(pool.clone()).await;
     app.define_asset("GOLD", 0, None).await;
     let wallet = app.open_wallet("alice", "GOLD").await;
-    assert_eq!(app.money(&wallet, "topup", "1000").await.status, 201);
+    assert_eq!(app.money(&wallet, "topup", "100000").await.status, 201);
     let killer_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_with(pool.connect_options().as_ref().clone())
         .await
         .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Backends terminated while running a statement (a batch's write): requests in flight that were hit.
+    let mid_statement = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let killer = {
-        let stop = stop.clone();
+        let (stop, mid_statement) = (stop.clone(), mid_statement.clone());
         tokio::spawn(async move {
-            let (mut terminated, mut mid_statement) = (0_i64, 0_i64);
+            let mut terminated = 0_i64;
             // A bounded burst of faults while the load runs, then the service must converge.
             for _ in 0..KILL_ROUNDS {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                // `active`: the backend was running a statement (a batch's write) when it was terminated.
                 let (killed, active): (i64, i64) = sqlx::query_as(
                     "SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM (
                          SELECT state, pg_terminate_backend(pid) FROM pg_stat_activity
@@ -338,31 +341,44 @@ async fn terminated_backends_lose_no_acknowledged_command_and_apply_none_twice(p
                 .await
                 .unwrap_or((0, 0));
                 terminated += killed;
-                mid_statement += active;
+                mid_statement.fetch_add(active, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(KILL_INTERVAL).await;
             }
-            (terminated, mid_statement)
+            terminated
         })
     };
 
-    let keys: Vec<String> = (0..300).map(|_| key()).collect();
+    // Waves of spends until a termination has hit a statement in flight (at most LOAD_WAVES_MAX waves).
     let path = format!("/v1/wallets/{wallet}/spend");
-    let replies = join_all(
-        keys.iter().map(|idempotency_key| until_answered(&app, &path, idempotency_key, json!({"amount": "1"}))),
-    )
-    .await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut replies = Vec::new();
+    for _ in 0..LOAD_WAVES_MAX {
+        let wave: Vec<String> = (0..300).map(|_| key()).collect();
+        let answered = join_all(
+            wave.iter().map(|idempotency_key| until_answered(&app, &path, idempotency_key, json!({"amount": "1"}))),
+        )
+        .await;
+        keys.extend(wave);
+        replies.extend(answered);
+        if mid_statement.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (terminated, mid_statement) = killer.await.unwrap();
+    let terminated = killer.await.unwrap();
 
     assert!(terminated > 0, "the test terminated no backend");
-    assert!(mid_statement > 0, "no backend was terminated in the middle of a statement: no request in flight was hit");
+    assert!(
+        mid_statement.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no backend was terminated in the middle of a statement: no request in flight was hit"
+    );
     assert!(replies.iter().all(|reply| reply.status == 201), "{:?}", tally(&replies));
     // Retrying every key once more replays, never applies again.
     for idempotency_key in &keys {
         let again = until_answered(&app, &path, idempotency_key, json!({"amount": "1"})).await;
         assert!(again.replayed());
     }
-    assert_eq!(app.balance(&wallet).await, Decimal::from(700));
+    assert_eq!(app.balance(&wallet).await, Decimal::from(100_000 - keys.len() as i64));
     let doubled: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT metadata->>'idempotency_key' FROM events WHERE event_type = 'TransferRecorded'
          GROUP BY 1 HAVING count(*) > 1) AS doubled",
