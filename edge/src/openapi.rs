@@ -43,7 +43,29 @@ pub fn docs_specs() -> [RouteSpec; 3] {
 
 /// `/openapi.json` and the `/docs` UI (which also serves its assets under `/docs/`).
 pub fn docs_router<S: Clone + Send + Sync + 'static>(document: OpenApi) -> Router<S> {
-    SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, document).into()
+    let mut json = serde_json::to_value(&document).expect("an OpenAPI document serializes");
+    spell_links_as_openapi_does(&mut json);
+    SwaggerUi::new(DOCS_PATH).external_url_unchecked(OPENAPI_PATH, json).into()
+}
+
+/// utoipa 5.5 writes a response link's fields in snake case (`operation_id`); OpenAPI spells them in camel
+/// case (`operationId`), and tools that follow links (schemathesis's stateful phase) read only those.
+fn spell_links_as_openapi_does(json: &mut serde_json::Value) {
+    let Some(paths) = json.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return };
+    let operations = paths.values_mut().filter_map(serde_json::Value::as_object_mut).flat_map(|item| item.values_mut());
+    let responses = operations.filter_map(|operation| operation.get_mut("responses")?.as_object_mut());
+    for response in responses.flat_map(|responses| responses.values_mut()) {
+        let Some(links) = response.get_mut("links").and_then(serde_json::Value::as_object_mut) else { continue };
+        for link in links.values_mut().filter_map(serde_json::Value::as_object_mut) {
+            for (snake, camel) in
+                [("operation_id", "operationId"), ("operation_ref", "operationRef"), ("request_body", "requestBody")]
+            {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.to_owned(), value);
+                }
+            }
+        }
+    }
 }
 
 /// Completes a generated document from the route table: the bearer scheme, each route's required scope, its

@@ -18,7 +18,8 @@ use super::{CommandHeaders, WalletCommandHeaders};
 /// Moves `amount` from one user wallet to another of the same asset, with an optional fee to the fees wallet.
 #[utoipa::path(post, path = "/v1/transfers", tag = "transfers", params(WalletCommandHeaders),
     request_body = TransferRequest,
-    responses((status = 201, description = "The transfer, with balances after it and its position", body = TransferView)))]
+    responses((status = 201, description = "The transfer, with balances after it and its position", body = TransferView,
+        links(("Reverse" = (operation_id = "reverse", parameters(("transfer_id" = "$response.body#/transfer_id"))))))))]
 pub async fn transfer(
     State(state): State<AppState>,
     principal: Principal,

@@ -19,7 +19,15 @@ use super::{CommandHeaders, WalletCommandHeaders};
 
 /// Opens a user wallet of `owner_id` for `asset`; one per owner and asset.
 #[utoipa::path(post, path = "/v1/wallets", tag = "wallets", params(CommandHeaders), request_body = OpenWalletRequest,
-    responses((status = 201, description = "The wallet, with the position of its event", body = WalletView)))]
+    responses((status = 201, description = "The wallet, with the position of its event", body = WalletView,
+        links(("Topup" = (operation_id = "topup", parameters(("wallet_id" = "$response.body#/wallet_id")))),
+            ("Bonus" = (operation_id = "bonus", parameters(("wallet_id" = "$response.body#/wallet_id")))),
+            ("Spend" = (operation_id = "spend", parameters(("wallet_id" = "$response.body#/wallet_id")))),
+            ("Withdrawal" = (operation_id = "withdrawal", parameters(("wallet_id" = "$response.body#/wallet_id")))),
+            ("Cash-in" = (operation_id = "cash_in", parameters(("wallet_id" = "$response.body#/wallet_id")))),
+            ("Freeze" = (operation_id = "freeze", parameters(("wallet_id" = "$response.body#/wallet_id")))),
+            ("Unfreeze" = (operation_id = "unfreeze", parameters(("wallet_id" = "$response.body#/wallet_id")))),
+            ("Close" = (operation_id = "close", parameters(("wallet_id" = "$response.body#/wallet_id"))))))))]
 pub async fn open(
     State(state): State<AppState>,
     principal: Principal,
@@ -46,7 +54,8 @@ macro_rules! money_route {
         #[utoipa::path(post, path = $path, tag = "wallets",
             params(("wallet_id" = Uuid, Path, description = "The user wallet"), WalletCommandHeaders),
             request_body = MoveRequest,
-            responses((status = 201, description = "The transfer, with balances after it and its position", body = TransferView)))]
+            responses((status = 201, description = "The transfer, with balances after it and its position", body = TransferView,
+                links(("Reverse" = (operation_id = "reverse", parameters(("transfer_id" = "$response.body#/transfer_id"))))))))]
         pub async fn $name(
             State(state): State<AppState>,
             principal: Principal,
