@@ -12,7 +12,7 @@ use tally_shared::api::{
     AssetView, BalanceView, FeePolicyView, HistoryEntryView, LegView, ReversalView, TransferView, WalletView,
 };
 use tally_shared::asset::{FeePolicy, SystemWallets};
-use tally_shared::money::{Scale, WireDecimal};
+use tally_shared::money::{Scale, StoredDecimal};
 use tally_shared::transfer::{TransferId, TransferKind};
 use tally_shared::wallet::WalletId;
 use uuid::Uuid;
@@ -310,21 +310,21 @@ struct TransferRow {
 struct StoredLeg {
     from_wallet_id: WalletId,
     to_wallet_id: WalletId,
-    amount: WireDecimal,
+    amount: StoredDecimal,
 }
 
 #[derive(Deserialize)]
 struct StoredBalance {
     wallet_id: WalletId,
-    balance: WireDecimal,
+    balance: StoredDecimal,
     version: i64,
 }
 
 #[derive(Deserialize, Serialize)]
 struct StoredReversal {
     transfer_id: TransferId,
-    amount: WireDecimal,
-    fee: WireDecimal,
+    amount: StoredDecimal,
+    fee: StoredDecimal,
     position: i64,
     recorded_at: DateTime<Utc>,
 }

@@ -132,6 +132,31 @@ impl<'de> Deserialize<'de> for WireDecimal {
     }
 }
 
+/// A decimal that Tally itself wrote (in a read model's JSON), read back with `Decimal`'s own exact parser: anything
+/// a `Decimal` holds reads back, 29-digit balances included, which the wire's stricter grammar ([`WireDecimal`],
+/// 28 digits) refuses from clients. A read never fails on what a write produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct StoredDecimal(pub Decimal);
+
+impl From<StoredDecimal> for String {
+    fn from(value: StoredDecimal) -> String {
+        value.0.to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredDecimal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let text = match &value {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Number(number) => number.to_string(),
+            _ => return Err(serde::de::Error::custom("expected a stored decimal as a string or a number")),
+        };
+        Decimal::from_str_exact(&text).map(StoredDecimal).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A whole number as JSON Schema's `integer` reads it: `8` and `8.0` alike, never `8.5`, a string or a
 /// negative number. For fields such as an asset's scale.
 pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
