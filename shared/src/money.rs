@@ -122,12 +122,7 @@ impl From<WireDecimal> for String {
 
 impl<'de> Deserialize<'de> for WireDecimal {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        let text = match &value {
-            serde_json::Value::String(text) => text.clone(),
-            serde_json::Value::Number(number) => number.to_string(),
-            _ => return Err(serde::de::Error::custom("expected a decimal as a string or a number")),
-        };
+        let text = decimal_text(deserializer)?;
         parse_decimal(&text).map(WireDecimal).map_err(serde::de::Error::custom)
     }
 }
@@ -147,12 +142,7 @@ impl From<StoredDecimal> for String {
 
 impl<'de> Deserialize<'de> for StoredDecimal {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        let text = match &value {
-            serde_json::Value::String(text) => text.clone(),
-            serde_json::Value::Number(number) => number.to_string(),
-            _ => return Err(serde::de::Error::custom("expected a stored decimal as a string or a number")),
-        };
+        let text = decimal_text(deserializer)?;
         Decimal::from_str_exact(&text).map(StoredDecimal).map_err(serde::de::Error::custom)
     }
 }
@@ -170,6 +160,15 @@ pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D
     whole
         .parse()
         .map_err(|_| serde::de::Error::custom(format!("invalid value: {text}, expected a whole number from 0")))
+}
+
+/// The text of a decimal in JSON: a string's own text, or an exact number's (never through `f64`).
+fn decimal_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(text) => Ok(text),
+        serde_json::Value::Number(number) => Ok(number.to_string()),
+        _ => Err(serde::de::Error::custom("expected a decimal as a string or a number")),
+    }
 }
 
 /// A strictly positive amount with at most its asset's decimal places, held at exactly that scale.
