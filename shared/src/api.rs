@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::asset::SystemWallets;
 use crate::error::{DomainError, Rule};
+use crate::hold::HoldId;
 use crate::money::WireDecimal;
 use crate::transfer::TransferId;
 use crate::wallet::WalletId;
@@ -62,6 +63,11 @@ pub enum ProblemCode {
     WalletNotEmpty,
     ReversalExceedsTransfer,
     IdempotencyKeyReused,
+    HoldNotFound,
+    HoldNotActive,
+    HoldExpired,
+    HoldExceeded,
+    WalletHasActiveHolds,
     RateLimited,
     Internal,
     Unavailable,
@@ -71,7 +77,7 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 33] = [
+    pub const ALL: [ProblemCode; 38] = [
         ProblemCode::MalformedJson,
         ProblemCode::IdempotencyKeyMissing,
         ProblemCode::IdempotencyKeyInvalid,
@@ -99,6 +105,11 @@ impl ProblemCode {
         ProblemCode::WalletNotEmpty,
         ProblemCode::ReversalExceedsTransfer,
         ProblemCode::IdempotencyKeyReused,
+        ProblemCode::HoldNotFound,
+        ProblemCode::HoldNotActive,
+        ProblemCode::HoldExpired,
+        ProblemCode::HoldExceeded,
+        ProblemCode::WalletHasActiveHolds,
         ProblemCode::RateLimited,
         ProblemCode::Internal,
         ProblemCode::Unavailable,
@@ -137,6 +148,11 @@ impl ProblemCode {
             ProblemCode::WalletNotEmpty => (422, "wallet_not_empty", "Wallet not empty"),
             ProblemCode::ReversalExceedsTransfer => (422, "reversal_exceeds_transfer", "Reversal exceeds transfer"),
             ProblemCode::IdempotencyKeyReused => (422, "idempotency_key_reused", "Idempotency key reused"),
+            ProblemCode::HoldNotFound => (404, "hold_not_found", "Hold not found"),
+            ProblemCode::HoldNotActive => (409, "hold_not_active", "Hold not active"),
+            ProblemCode::HoldExpired => (409, "hold_expired", "Hold expired"),
+            ProblemCode::HoldExceeded => (422, "hold_exceeded", "Hold exceeded"),
+            ProblemCode::WalletHasActiveHolds => (422, "wallet_has_active_holds", "Wallet has active holds"),
             ProblemCode::RateLimited => (429, "rate_limited", "Rate limited"),
             ProblemCode::Internal => (500, "internal", "Internal error"),
             ProblemCode::Unavailable => (503, "unavailable", "Service unavailable"),
@@ -241,6 +257,26 @@ impl From<&DomainError> for Problem {
                     .with("transfer_id", transfer_id)
                     .with("remaining", remaining)
                     .with("requested", requested)
+            }
+            DomainError::HoldNotFound { hold_id } => {
+                Problem::new(ProblemCode::HoldNotFound, format!("hold {hold_id} not found")).with("hold_id", hold_id)
+            }
+            DomainError::HoldNotActive { hold_id, status } => {
+                Problem::new(ProblemCode::HoldNotActive, detail).with("hold_id", hold_id).with("status", status)
+            }
+            DomainError::HoldExpired { hold_id, expires_at } => {
+                Problem::new(ProblemCode::HoldExpired, detail).with("hold_id", hold_id).with("expires_at", expires_at)
+            }
+            DomainError::HoldExceeded { hold_id, remaining, requested } => {
+                Problem::new(ProblemCode::HoldExceeded, detail)
+                    .with("hold_id", hold_id)
+                    .with("remaining", remaining)
+                    .with("requested", requested)
+            }
+            DomainError::WalletHasActiveHolds { wallet_id, active_holds } => {
+                Problem::new(ProblemCode::WalletHasActiveHolds, detail)
+                    .with("wallet_id", wallet_id)
+                    .with("active_holds", active_holds)
             }
         }
     }
@@ -400,6 +436,53 @@ pub struct StatusRequest {
     pub reason: Option<String>,
 }
 
+/// Body of `POST /v1/wallets/{id}/holds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlaceHoldRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::positive))]
+    pub amount: WireDecimal,
+    /// Seconds from now, 1 to 2,592,000 (30 days); default 3,600. Not with `expires_at`.
+    #[serde(default, deserialize_with = "crate::money::optional_whole_number")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_592_000, value_type = Option<u32>))]
+    pub expires_in_s: Option<u32>,
+    /// RFC 3339, in the future and at most 30 days ahead. Not with `expires_in_s`.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
+    pub reference: Option<String>,
+    /// A JSON object of the client's, at most 4 KiB and 8 levels deep; kept with the events.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Body of `POST /v1/holds/{id}/capture` (may be empty).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CaptureHoldRequest {
+    /// Default: what remains of the hold.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = amount_schemas::positive_or_absent))]
+    pub amount: Option<WireDecimal>,
+    /// Default: the asset's revenue wallet (a `spend`); a user wallet of the same asset makes it a `transfer`.
+    #[serde(default)]
+    pub to_wallet_id: Option<Uuid>,
+    /// Default `true`: release what remains after this capture.
+    #[serde(default, rename = "final")]
+    pub is_final: Option<bool>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
+    pub reference: Option<String>,
+    /// A JSON object of the client's, at most 4 KiB and 8 levels deep; kept with the events.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Value>,
+}
+
 // ---- Input checks ------------------------------------------------------------------------------
 
 /// `1..=IDEMPOTENCY_KEY_LENGTH_MAX` visible ASCII characters.
@@ -483,6 +566,9 @@ pub struct AssetView {
     /// Minus the treasury's balance.
     pub supply: String,
     pub user_balance_total: String,
+    /// What the asset's active holds reserve.
+    pub held_total: String,
+    pub active_hold_count: i64,
     pub wallet_count: i64,
     /// Principal moved per transfer kind.
     pub volume_by_kind: BTreeMap<String, String>,
@@ -499,6 +585,10 @@ pub struct WalletView {
     pub kind: String,
     pub status: String,
     pub balance: String,
+    /// What the wallet's active holds reserve.
+    pub held: String,
+    /// `balance − held`.
+    pub available: String,
     /// `null` for the treasury, whose overdraft is unlimited.
     pub overdraft_limit: Option<String>,
     pub version: i64,
@@ -559,10 +649,55 @@ pub struct TransferView {
     pub reverses: Option<TransferId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a capture: the hold it drew on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<uuid::Uuid>))]
+    pub hold_id: Option<HoldId>,
     pub position: i64,
     pub recorded_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversals: Option<Vec<ReversalView>>,
+    /// For a capture's answer: the hold after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Box<HoldView>>,
+}
+
+/// The held wallet as a hold's answer shows it, after the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HoldWalletView {
+    pub balance: String,
+    pub held: String,
+    pub available: String,
+    pub version: i64,
+}
+
+/// A hold, as every answer shows it (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HoldView {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
+    pub hold_id: HoldId,
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
+    pub wallet_id: WalletId,
+    pub asset: String,
+    pub amount: String,
+    pub captured: String,
+    pub released: String,
+    pub remaining: String,
+    /// `active`, `captured`, `voided` or `expired`.
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+    pub reference: Option<String>,
+    pub metadata: serde_json::Value,
+    /// The transfers that captured from it, in order.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<uuid::Uuid>))]
+    pub captures: Vec<TransferId>,
+    pub created_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub wallet: HoldWalletView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
 }
 
 /// `GET /v1/wallets/{id}/history` item: one leg as one wallet saw it.

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::asset::{AssetCode, AssetEvent};
+use crate::hold::{HoldEvent, HoldId};
 use crate::transfer::{TransferEvent, TransferId};
 use crate::wallet::{WalletEvent, WalletId};
 
@@ -21,6 +22,7 @@ pub enum StreamId {
     Asset(AssetCode),
     Wallet(WalletId),
     Transfer(TransferId),
+    Hold(HoldId),
 }
 
 impl fmt::Display for StreamId {
@@ -29,6 +31,7 @@ impl fmt::Display for StreamId {
             StreamId::Asset(code) => write!(formatter, "asset-{code}"),
             StreamId::Wallet(id) => write!(formatter, "wallet-{id}"),
             StreamId::Transfer(id) => write!(formatter, "transfer-{id}"),
+            StreamId::Hold(id) => write!(formatter, "hold-{id}"),
         }
     }
 }
@@ -46,6 +49,7 @@ impl FromStr for StreamId {
             "asset" => AssetCode::parse(rest).map(StreamId::Asset).map_err(|_| invalid()),
             "wallet" => Uuid::parse_str(rest).map(|id| StreamId::Wallet(WalletId(id))).map_err(|_| invalid()),
             "transfer" => Uuid::parse_str(rest).map(|id| StreamId::Transfer(TransferId(id))).map_err(|_| invalid()),
+            "hold" => Uuid::parse_str(rest).map(|id| StreamId::Hold(HoldId(id))).map_err(|_| invalid()),
             _ => Err(invalid()),
         }
     }
@@ -59,6 +63,7 @@ pub enum Event {
     Asset(AssetEvent),
     Wallet(WalletEvent),
     Transfer(TransferEvent),
+    Hold(HoldEvent),
 }
 
 impl Event {
@@ -89,6 +94,7 @@ impl Event {
             StreamId::Asset(_) => Event::Asset(serde_json::from_value(tagged)?),
             StreamId::Wallet(_) => Event::Wallet(serde_json::from_value(tagged)?),
             StreamId::Transfer(_) => Event::Transfer(serde_json::from_value(tagged)?),
+            StreamId::Hold(_) => Event::Hold(serde_json::from_value(tagged)?),
         })
     }
 
@@ -101,6 +107,7 @@ impl Event {
             StreamId::Asset(_) => Event::Asset(serde_json::from_str(&tagged)?),
             StreamId::Wallet(_) => Event::Wallet(serde_json::from_str(&tagged)?),
             StreamId::Transfer(_) => Event::Transfer(serde_json::from_str(&tagged)?),
+            StreamId::Hold(_) => Event::Hold(serde_json::from_str(&tagged)?),
         })
     }
 }

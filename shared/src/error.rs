@@ -1,6 +1,9 @@
 //! Why a command was refused: [`DomainError`], one variant per stable problem code, carrying data, never prose.
 
-use crate::ids::{AssetCode, TransferId, WalletId};
+use chrono::{DateTime, Utc};
+
+use crate::hold::HoldStatus;
+use crate::ids::{AssetCode, HoldId, TransferId, WalletId};
 use crate::money::AmountError;
 
 /// Why a command was refused. Each variant maps to one stable problem code (see [`crate::api::ProblemCode`]).
@@ -36,6 +39,17 @@ pub enum DomainError {
     WalletNotEmpty { wallet_id: WalletId, balance: String },
     #[error("transfer {transfer_id} has {remaining} left to reverse, {requested} requested")]
     ReversalExceedsTransfer { transfer_id: TransferId, remaining: String, requested: String },
+    #[error("hold not found")]
+    HoldNotFound { hold_id: HoldId },
+    #[error("hold {hold_id} is {} already", status.as_str())]
+    HoldNotActive { hold_id: HoldId, status: HoldStatus },
+    /// At or after `expires_at`, whether or not the expiry has been recorded yet: the command's time decides.
+    #[error("hold {hold_id} expired at {expires_at}")]
+    HoldExpired { hold_id: HoldId, expires_at: DateTime<Utc> },
+    #[error("hold {hold_id} has {remaining} left to capture, {requested} requested")]
+    HoldExceeded { hold_id: HoldId, remaining: String, requested: String },
+    #[error("wallet {wallet_id} has {active_holds} active holds")]
+    WalletHasActiveHolds { wallet_id: WalletId, active_holds: u32 },
 }
 
 impl DomainError {
@@ -85,4 +99,12 @@ pub enum Rule {
     ReversalOfReversal,
     #[error("transfer {transfer_id} is already recorded")]
     TransferRecorded { transfer_id: TransferId },
+    #[error("hold {hold_id} is already placed")]
+    HoldPlaced { hold_id: HoldId },
+    #[error("give expires_in_s or expires_at, not both")]
+    ExpiryTwice,
+    #[error("must be in the future and at most {seconds_max} s ahead")]
+    ExpiryWindow { seconds_max: i64 },
+    #[error("a hold takes at most {captures_max} captures")]
+    CapturesMax { captures_max: usize },
 }

@@ -1,4 +1,4 @@
-//! The ids of the ledger's aggregates: wallets, transfers and assets (whose id is their code).
+//! The ids of the ledger's aggregates: wallets, transfers, holds and assets (whose id is their code).
 
 use std::fmt;
 
@@ -27,6 +27,16 @@ impl fmt::Display for WalletId {
 pub struct TransferId(pub Uuid);
 
 impl fmt::Display for TransferId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HoldId(pub Uuid);
+
+impl fmt::Display for HoldId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(formatter)
     }

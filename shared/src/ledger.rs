@@ -3,12 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::asset::{self, Asset, AssetCode, AssetDefinition, DefineAsset};
 use crate::envelope::{Change, Event, StreamId};
 pub use crate::error::DomainError;
 use crate::error::Rule;
+use crate::hold::{self, Expiry, Hold, HoldCommand, HoldEvent, HoldId, HoldPlaced, PlacedHold, Release};
 use crate::money::{exact_add, exact_sub, Amount};
 use crate::transfer::{
     self, Leg, LegRole, Transfer, TransferCommand, TransferId, TransferKind, TransferRecorded, TransferReversed,
@@ -63,6 +65,39 @@ pub enum Command {
         change: StatusCommand,
         reason: Option<String>,
     },
+    /// Reserves `amount` of a user wallet until `expiry`. `at` is the time the command is decided at.
+    PlaceHold {
+        hold_id: HoldId,
+        wallet_id: WalletId,
+        amount: Decimal,
+        expiry: Expiry,
+        reference: Option<String>,
+        metadata: serde_json::Value,
+        at: DateTime<Utc>,
+    },
+    /// Moves `amount` (default: what remains) of a hold to `to_wallet_id` (default: the asset's revenue, as a
+    /// `spend`; a user wallet makes it a `transfer`); a final capture releases what remains after it.
+    CaptureHold {
+        hold_id: HoldId,
+        transfer_id: TransferId,
+        amount: Option<Decimal>,
+        to_wallet_id: Option<WalletId>,
+        is_final: bool,
+        reference: Option<String>,
+        metadata: serde_json::Value,
+        at: DateTime<Utc>,
+    },
+    VoidHold {
+        hold_id: HoldId,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// The expirer's: releases what remains of an active hold whose `expires_at` is at or before `at`.
+    /// Decides nothing for a hold that is resolved or not due.
+    ExpireHold {
+        hold_id: HoldId,
+        at: DateTime<Utc>,
+    },
 }
 
 impl Command {
@@ -71,8 +106,38 @@ impl Command {
         match self {
             Command::Move { wallet_id, .. } | Command::ChangeStatus { wallet_id, .. } => Some(*wallet_id),
             Command::Transfer { from_wallet_id, .. } => Some(*from_wallet_id),
-            Command::OpenWallet { wallet_id, .. } => Some(*wallet_id),
-            Command::DefineAsset(_) | Command::Reverse { .. } => None,
+            Command::OpenWallet { wallet_id, .. } | Command::PlaceHold { wallet_id, .. } => Some(*wallet_id),
+            Command::DefineAsset(_)
+            | Command::Reverse { .. }
+            | Command::CaptureHold { .. }
+            | Command::VoidHold { .. }
+            | Command::ExpireHold { .. } => None,
+        }
+    }
+
+    /// This command decided at `at`, for the commands whose outcome depends on time (holds); `None` for the rest.
+    /// The service stamps each with the time of the batch it is decided in, which is also its events'
+    /// `recorded_at`.
+    pub fn stamped(&self, time: DateTime<Utc>) -> Option<Command> {
+        let mut command = self.clone();
+        match &mut command {
+            Command::PlaceHold { at, .. }
+            | Command::CaptureHold { at, .. }
+            | Command::VoidHold { at, .. }
+            | Command::ExpireHold { at, .. } => *at = time,
+            _ => return None,
+        }
+        Some(command)
+    }
+
+    /// The time a time-dependent command is decided at.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Command::PlaceHold { at, .. }
+            | Command::CaptureHold { at, .. }
+            | Command::VoidHold { at, .. }
+            | Command::ExpireHold { at, .. } => Some(*at),
+            _ => None,
         }
     }
 }
@@ -92,6 +157,7 @@ pub struct World {
     pub assets: HashMap<AssetCode, Asset>,
     pub wallets: HashMap<WalletId, Wallet>,
     pub transfers: HashMap<TransferId, Transfer>,
+    pub holds: HashMap<HoldId, Hold>,
     /// User wallets by `(owner_id, asset)`; `None` means known to have none.
     pub owners: HashMap<(String, AssetCode), Option<WalletId>>,
 }
@@ -102,6 +168,7 @@ impl World {
             Dependency::Stream(StreamId::Asset(code)) => self.assets.contains_key(code),
             Dependency::Stream(StreamId::Wallet(id)) => self.wallets.contains_key(id),
             Dependency::Stream(StreamId::Transfer(id)) => self.transfers.contains_key(id),
+            Dependency::Stream(StreamId::Hold(id)) => self.holds.contains_key(id),
             Dependency::Owner(owner_id, asset) => self.owners.contains_key(&(owner_id.clone(), asset.clone())),
         }
     }
@@ -135,6 +202,13 @@ impl World {
         }
     }
 
+    fn hold(&self, hold_id: HoldId) -> Result<&PlacedHold, DomainError> {
+        match self.holds.get(&hold_id) {
+            Some(Hold::Placed(placed)) => Ok(placed),
+            _ => Err(DomainError::HoldNotFound { hold_id }),
+        }
+    }
+
     /// Evolves the stream a change belongs to.
     pub fn apply(&mut self, change: &Change) {
         match (&change.stream, &change.event) {
@@ -154,6 +228,10 @@ impl World {
             (StreamId::Transfer(id), Event::Transfer(event)) => {
                 let state = self.transfers.remove(id).unwrap_or_default();
                 self.transfers.insert(*id, transfer::evolve(state, event));
+            }
+            (StreamId::Hold(id), Event::Hold(event)) => {
+                let state = self.holds.remove(id).unwrap_or_default();
+                self.holds.insert(*id, hold::evolve(state, event));
             }
             (stream, event) => panic!("event {event:?} does not belong on stream {stream}"),
         }
@@ -210,6 +288,24 @@ pub fn dependencies(world: &World, command: &Command) -> Vec<Dependency> {
             }
         }
         Command::ChangeStatus { wallet_id, .. } => needed.push(Dependency::Stream(StreamId::Wallet(*wallet_id))),
+        Command::PlaceHold { hold_id, wallet_id, .. } => {
+            needed.push(Dependency::Stream(StreamId::Hold(*hold_id)));
+            needed.push(Dependency::Stream(StreamId::Wallet(*wallet_id)));
+        }
+        Command::CaptureHold { hold_id, transfer_id, to_wallet_id, .. } => {
+            needed.push(Dependency::Stream(StreamId::Hold(*hold_id)));
+            needed.push(Dependency::Stream(StreamId::Transfer(*transfer_id)));
+            if let Some(Hold::Placed(placed)) = world.holds.get(hold_id) {
+                need_wallet_and_asset(placed.wallet_id, &mut needed);
+            }
+            needed.extend(to_wallet_id.map(|id| Dependency::Stream(StreamId::Wallet(id))));
+        }
+        Command::VoidHold { hold_id, .. } | Command::ExpireHold { hold_id, .. } => {
+            needed.push(Dependency::Stream(StreamId::Hold(*hold_id)));
+            if let Some(Hold::Placed(placed)) = world.holds.get(hold_id) {
+                needed.push(Dependency::Stream(StreamId::Wallet(placed.wallet_id)));
+            }
+        }
     }
     // A wallet may appear in several legs: name each dependency once, in first-seen order.
     let mut named = HashSet::new();
@@ -225,125 +321,255 @@ pub fn decide(world: &World, command: &Command) -> Result<Vec<Change>, DomainErr
             open_wallet(world, *wallet_id, owner_id, asset, *overdraft_limit, metadata)
         }
         Command::Move { transfer_id, kind, wallet_id, amount, reference, metadata } => {
-            let wallet = world.user_wallet(*wallet_id, "wallet_id")?;
-            let asset = world.asset(&wallet.asset)?;
-            let amount = Amount::parse(*amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
-            let system = asset.system_wallets;
-            let principal = |from, to| Leg {
-                from_wallet_id: from,
-                to_wallet_id: to,
-                amount: amount.value(),
-                role: LegRole::Principal,
-            };
-            let mut fee = wallet::zero_at(asset.scale);
-            let legs = match kind {
-                TransferKind::Topup | TransferKind::Bonus => vec![principal(system.treasury, *wallet_id)],
-                TransferKind::Spend => vec![principal(*wallet_id, system.revenue)],
-                TransferKind::Withdrawal => vec![principal(*wallet_id, system.treasury)],
-                TransferKind::CashIn => {
-                    let mut legs = vec![principal(system.treasury, *wallet_id)];
-                    if let Some(policy) = &asset.cash_in_fee {
-                        fee = policy.fee(amount.value(), asset.scale).map_err(DomainError::invalid_amount("amount"))?;
-                    }
-                    if !fee.is_zero() {
-                        legs.push(Leg {
-                            from_wallet_id: *wallet_id,
-                            to_wallet_id: system.fees,
-                            amount: fee,
-                            role: LegRole::Fee,
-                        });
-                    }
-                    legs
-                }
-                TransferKind::Transfer | TransferKind::Reversal => {
-                    return Err(DomainError::invalid("kind", Rule::KindHasOwnCommand))
-                }
-            };
-            let recorded = TransferRecorded::movement(*transfer_id, *kind, asset, amount.value(), fee, legs);
+            let recorded = movement(world, *transfer_id, *kind, *wallet_id, *amount)?;
             record(world, TransferRecorded { reference: reference.clone(), metadata: metadata.clone(), ..recorded })
         }
         Command::Transfer { transfer_id, from_wallet_id, to_wallet_id, amount, fee, reference, metadata } => {
-            if from_wallet_id == to_wallet_id {
-                return Err(DomainError::SameWallet);
+            let recorded = transfer_between(world, *transfer_id, *from_wallet_id, *to_wallet_id, *amount, *fee)?;
+            record(world, TransferRecorded { reference: reference.clone(), metadata: metadata.clone(), ..recorded })
+        }
+        Command::Reverse { reversal_id, transfer_id, amount, reason } => {
+            reverse(world, *reversal_id, *transfer_id, *amount, reason)
+        }
+        Command::ChangeStatus { wallet_id, change, reason } => change_status(world, *wallet_id, *change, reason),
+        Command::PlaceHold { .. } => place_hold(world, command),
+        Command::CaptureHold { .. } => capture_hold(world, command),
+        Command::VoidHold { hold_id, reason, at } => {
+            release_hold(world, *hold_id, Release::Void { reason: reason.clone() }, *at)
+        }
+        Command::ExpireHold { hold_id, at } => release_hold(world, *hold_id, Release::Expire, *at),
+    }
+}
+
+/// The transfer of a `topup`, `bonus`, `spend`, `withdrawal` or `cash_in` on one user wallet.
+fn movement(
+    world: &World,
+    transfer_id: TransferId,
+    kind: TransferKind,
+    wallet_id: WalletId,
+    amount: Decimal,
+) -> Result<TransferRecorded, DomainError> {
+    let wallet = world.user_wallet(wallet_id, "wallet_id")?;
+    let asset = world.asset(&wallet.asset)?;
+    let amount = Amount::parse(amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
+    let system = asset.system_wallets;
+    let principal =
+        |from, to| Leg { from_wallet_id: from, to_wallet_id: to, amount: amount.value(), role: LegRole::Principal };
+    let mut fee = wallet::zero_at(asset.scale);
+    let legs = match kind {
+        TransferKind::Topup | TransferKind::Bonus => vec![principal(system.treasury, wallet_id)],
+        TransferKind::Spend => vec![principal(wallet_id, system.revenue)],
+        TransferKind::Withdrawal => vec![principal(wallet_id, system.treasury)],
+        TransferKind::CashIn => {
+            let mut legs = vec![principal(system.treasury, wallet_id)];
+            if let Some(policy) = &asset.cash_in_fee {
+                fee = policy.fee(amount.value(), asset.scale).map_err(DomainError::invalid_amount("amount"))?;
             }
-            let from = world.user_wallet(*from_wallet_id, "from_wallet_id")?;
-            let to = world.user_wallet(*to_wallet_id, "to_wallet_id")?;
-            if from.asset != to.asset {
-                return Err(DomainError::AssetMismatch { from_asset: from.asset.clone(), to_asset: to.asset.clone() });
-            }
-            let asset = world.asset(&from.asset)?;
-            let amount = Amount::parse(*amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
-            let mut legs = vec![Leg {
-                from_wallet_id: *from_wallet_id,
-                to_wallet_id: *to_wallet_id,
-                amount: amount.value(),
-                role: LegRole::Principal,
-            }];
-            let fee = match fee {
-                Some(fee) => {
-                    crate::money::parse_non_negative(*fee, asset.scale).map_err(DomainError::invalid_amount("fee"))?
-                }
-                None => wallet::zero_at(asset.scale),
-            };
             if !fee.is_zero() {
                 legs.push(Leg {
-                    from_wallet_id: *from_wallet_id,
-                    to_wallet_id: asset.system_wallets.fees,
+                    from_wallet_id: wallet_id,
+                    to_wallet_id: system.fees,
                     amount: fee,
                     role: LegRole::Fee,
                 });
             }
-            let recorded =
-                TransferRecorded::movement(*transfer_id, TransferKind::Transfer, asset, amount.value(), fee, legs);
-            record(world, TransferRecorded { reference: reference.clone(), metadata: metadata.clone(), ..recorded })
+            legs
         }
-        Command::Reverse { reversal_id, transfer_id, amount, reason } => {
-            let original = world.transfer(*transfer_id)?;
-            let amount = amount
-                .map(|amount| Amount::parse(amount, original.scale).map_err(DomainError::invalid_amount("amount")))
-                .transpose()?
-                .map(Amount::value);
-            let (amount, fee, legs) = original.plan_reversal(amount)?;
-            let reversed = TransferReversed { reversal_id: *reversal_id, amount, fee };
-            let state = world.transfers.get(transfer_id).cloned().unwrap_or_default();
-            let mut changes: Vec<Change> = transfer::decide(&state, &TransferCommand::Reverse(reversed))?
-                .into_iter()
-                .map(|event| Change { stream: StreamId::Transfer(*transfer_id), event: Event::Transfer(event) })
-                .collect();
-            let recorded = TransferRecorded {
-                transfer_id: *reversal_id,
-                kind: TransferKind::Reversal,
-                asset: original.asset.clone(),
-                scale: original.scale,
-                amount,
-                fee,
-                legs,
-                reference: None,
-                metadata: serde_json::Value::Null,
-                reverses: Some(*transfer_id),
-                reason: reason.clone(),
-            };
-            let mut recorded_changes = record(world, recorded)?;
-            // The reversal's own record comes first, then the mark on the original, then the legs.
-            let legs = recorded_changes.split_off(1);
-            recorded_changes.append(&mut changes);
-            recorded_changes.extend(legs);
-            Ok(recorded_changes)
+        TransferKind::Transfer | TransferKind::Reversal => {
+            return Err(DomainError::invalid("kind", Rule::KindHasOwnCommand))
         }
-        Command::ChangeStatus { wallet_id, change, reason } => {
-            let state = world.wallets.get(wallet_id).cloned().unwrap_or_default();
-            if matches!(state, Wallet::Unopened) {
-                return Err(DomainError::WalletNotFound { wallet_id: Some(*wallet_id) });
-            }
-            let reason = reason.clone();
-            let command = match change {
-                StatusCommand::Freeze => WalletCommand::Freeze { reason },
-                StatusCommand::Unfreeze => WalletCommand::Unfreeze { reason },
-                StatusCommand::Close => WalletCommand::Close { reason },
-            };
-            Ok(wallet_changes(*wallet_id, wallet::decide(&state, &command)?))
-        }
+    };
+    Ok(TransferRecorded::movement(transfer_id, kind, asset, amount.value(), fee, legs))
+}
+
+/// The transfer of `amount` (and an optional fee to the fees wallet) between two user wallets of one asset.
+fn transfer_between(
+    world: &World,
+    transfer_id: TransferId,
+    from_wallet_id: WalletId,
+    to_wallet_id: WalletId,
+    amount: Decimal,
+    fee: Option<Decimal>,
+) -> Result<TransferRecorded, DomainError> {
+    if from_wallet_id == to_wallet_id {
+        return Err(DomainError::SameWallet);
     }
+    let from = world.user_wallet(from_wallet_id, "from_wallet_id")?;
+    let to = world.user_wallet(to_wallet_id, "to_wallet_id")?;
+    if from.asset != to.asset {
+        return Err(DomainError::AssetMismatch { from_asset: from.asset.clone(), to_asset: to.asset.clone() });
+    }
+    let asset = world.asset(&from.asset)?;
+    let amount = Amount::parse(amount, asset.scale).map_err(DomainError::invalid_amount("amount"))?;
+    let mut legs = vec![Leg { from_wallet_id, to_wallet_id, amount: amount.value(), role: LegRole::Principal }];
+    let fee = match fee {
+        Some(fee) => crate::money::parse_non_negative(fee, asset.scale).map_err(DomainError::invalid_amount("fee"))?,
+        None => wallet::zero_at(asset.scale),
+    };
+    if !fee.is_zero() {
+        legs.push(Leg { from_wallet_id, to_wallet_id: asset.system_wallets.fees, amount: fee, role: LegRole::Fee });
+    }
+    Ok(TransferRecorded::movement(transfer_id, TransferKind::Transfer, asset, amount.value(), fee, legs))
+}
+
+fn reverse(
+    world: &World,
+    reversal_id: TransferId,
+    transfer_id: TransferId,
+    amount: Option<Decimal>,
+    reason: &Option<String>,
+) -> Result<Vec<Change>, DomainError> {
+    let original = world.transfer(transfer_id)?;
+    let amount = amount
+        .map(|amount| Amount::parse(amount, original.scale).map_err(DomainError::invalid_amount("amount")))
+        .transpose()?
+        .map(Amount::value);
+    let (amount, fee, legs) = original.plan_reversal(amount)?;
+    let reversed = TransferReversed { reversal_id, amount, fee };
+    let state = world.transfers.get(&transfer_id).cloned().unwrap_or_default();
+    let mut changes: Vec<Change> = transfer::decide(&state, &TransferCommand::Reverse(reversed))?
+        .into_iter()
+        .map(|event| Change { stream: StreamId::Transfer(transfer_id), event: Event::Transfer(event) })
+        .collect();
+    let recorded = TransferRecorded {
+        transfer_id: reversal_id,
+        kind: TransferKind::Reversal,
+        asset: original.asset.clone(),
+        scale: original.scale,
+        amount,
+        fee,
+        legs,
+        reference: None,
+        metadata: serde_json::Value::Null,
+        reverses: Some(transfer_id),
+        reason: reason.clone(),
+        hold_id: None,
+    };
+    let mut recorded_changes = record(world, recorded)?;
+    // The reversal's own record comes first, then the mark on the original, then the legs.
+    let legs = recorded_changes.split_off(1);
+    recorded_changes.append(&mut changes);
+    recorded_changes.extend(legs);
+    Ok(recorded_changes)
+}
+
+fn change_status(
+    world: &World,
+    wallet_id: WalletId,
+    change: StatusCommand,
+    reason: &Option<String>,
+) -> Result<Vec<Change>, DomainError> {
+    let state = world.wallets.get(&wallet_id).cloned().unwrap_or_default();
+    if matches!(state, Wallet::Unopened) {
+        return Err(DomainError::WalletNotFound { wallet_id: Some(wallet_id) });
+    }
+    let reason = reason.clone();
+    let command = match change {
+        StatusCommand::Freeze => WalletCommand::Freeze { reason },
+        StatusCommand::Unfreeze => WalletCommand::Unfreeze { reason },
+        StatusCommand::Close => WalletCommand::Close { reason },
+    };
+    Ok(wallet_changes(wallet_id, wallet::decide(&state, &command)?))
+}
+
+/// A new hold: its own stream's first event, and the wallet's `held` grown by its amount, if what is
+/// available (plus the overdraft limit) covers it.
+fn place_hold(world: &World, command: &Command) -> Result<Vec<Change>, DomainError> {
+    let Command::PlaceHold { hold_id, wallet_id, amount, expiry, reference, metadata, at } = command else {
+        unreachable!("called for PlaceHold")
+    };
+    let wallet = world.user_wallet(*wallet_id, "wallet_id")?;
+    let amount = Amount::parse(*amount, wallet.scale).map_err(DomainError::invalid_amount("amount"))?;
+    let expires_at = expiry.resolve(*at)?;
+    let placed = HoldPlaced {
+        hold_id: *hold_id,
+        wallet_id: *wallet_id,
+        asset: wallet.asset.clone(),
+        scale: wallet.scale,
+        amount: amount.value(),
+        expires_at,
+        reference: reference.clone(),
+        metadata: metadata.clone(),
+        placed_at: *at,
+    };
+    let state = world.holds.get(hold_id).cloned().unwrap_or_default();
+    let mut changes = hold_changes(*hold_id, hold::decide(&state, *hold_id, &HoldCommand::Place(placed))?);
+    let reserve = WalletCommand::Hold { hold_id: *hold_id, amount };
+    changes.extend(wallet_changes(*wallet_id, wallet::decide(&world.wallets[wallet_id], &reserve)?));
+    Ok(changes)
+}
+
+/// A capture: the transfer's record, the hold's capture, the wallet's `held` less what it captures (and, if
+/// final, releases), then the transfer's leg. The leg's debit draws on what the settlement just freed, so a
+/// capture never depends on what else is available.
+fn capture_hold(world: &World, command: &Command) -> Result<Vec<Change>, DomainError> {
+    let Command::CaptureHold { hold_id, transfer_id, amount, to_wallet_id, is_final, reference, metadata, at } =
+        command
+    else {
+        unreachable!("called for CaptureHold")
+    };
+    let placed = world.hold(*hold_id)?;
+    let capture = HoldCommand::Capture { transfer_id: *transfer_id, amount: *amount, is_final: *is_final, at: *at };
+    let events = hold::decide(&world.holds[hold_id], *hold_id, &capture)?;
+    let Some(HoldEvent::HoldCaptured(captured)) = events.first() else { unreachable!("a capture captures") };
+    let (captured_amount, released) = (captured.amount, captured.released);
+    let from = world.user_wallet(placed.wallet_id, "hold_id")?;
+    let asset = world.asset(&from.asset)?;
+    let (kind, to) = match to_wallet_id {
+        None => (TransferKind::Spend, asset.system_wallets.revenue),
+        Some(to_wallet_id) if *to_wallet_id == placed.wallet_id => return Err(DomainError::SameWallet),
+        Some(to_wallet_id) => {
+            let to = world.user_wallet(*to_wallet_id, "to_wallet_id")?;
+            if to.asset != from.asset {
+                return Err(DomainError::AssetMismatch { from_asset: from.asset.clone(), to_asset: to.asset.clone() });
+            }
+            (TransferKind::Transfer, *to_wallet_id)
+        }
+    };
+    let settle = WalletCommand::Settle { hold_id: *hold_id, captured: captured_amount, released, resolved: *is_final };
+    let settled = wallet_changes(placed.wallet_id, wallet::decide(&world.wallets[&placed.wallet_id], &settle)?);
+    let mut touched = HashMap::new();
+    for change in &settled {
+        let Event::Wallet(event) = &change.event else { unreachable!("settlements are wallet events") };
+        let state = touched.remove(&placed.wallet_id).unwrap_or_else(|| world.wallets[&placed.wallet_id].clone());
+        touched.insert(placed.wallet_id, wallet::evolve(state, event));
+    }
+    let leg =
+        Leg { from_wallet_id: placed.wallet_id, to_wallet_id: to, amount: captured_amount, role: LegRole::Principal };
+    let fee = wallet::zero_at(asset.scale);
+    let recorded = TransferRecorded {
+        reference: reference.clone(),
+        metadata: metadata.clone(),
+        hold_id: Some(*hold_id),
+        ..TransferRecorded::movement(*transfer_id, kind, asset, captured_amount, fee, vec![leg])
+    };
+    let mut changes = record_from(world, recorded, touched)?;
+    // The transfer's record first (projections meet the transfer before its postings), then the hold's
+    // capture and the settlement, then the leg.
+    let legs = changes.split_off(1);
+    changes.extend(hold_changes(*hold_id, events));
+    changes.extend(settled);
+    changes.extend(legs);
+    Ok(changes)
+}
+
+/// A void or an expiry: what remains of the hold back to the wallet's available.
+fn release_hold(
+    world: &World,
+    hold_id: HoldId,
+    release: Release,
+    at: DateTime<Utc>,
+) -> Result<Vec<Change>, DomainError> {
+    let placed = world.hold(hold_id)?;
+    let events = hold::decide(&world.holds[&hold_id], hold_id, &HoldCommand::Release { release, at })?;
+    let Some((captured, released, resolved)) = events.first().and_then(HoldEvent::settles) else {
+        return Ok(Vec::new());
+    };
+    let settle = WalletCommand::Settle { hold_id, captured, released, resolved };
+    let wallet = world.wallets.get(&placed.wallet_id).cloned().unwrap_or_default();
+    let mut changes = hold_changes(hold_id, events);
+    changes.extend(wallet_changes(placed.wallet_id, wallet::decide(&wallet, &settle)?));
+    Ok(changes)
 }
 
 fn define_asset(world: &World, define: &DefineAsset) -> Result<Vec<Change>, DomainError> {
@@ -408,15 +634,24 @@ fn open_wallet(
 /// Records a transfer on its own stream, then applies its legs in order, each a debit and a credit,
 /// so that every intermediate balance respects its wallet's limit.
 fn record(world: &World, recorded: TransferRecorded) -> Result<Vec<Change>, DomainError> {
+    record_from(world, recorded, HashMap::new())
+}
+
+/// [`record`], with the wallets in `touched` as the command has left them already.
+fn record_from(
+    world: &World,
+    recorded: TransferRecorded,
+    mut touched: HashMap<WalletId, Wallet>,
+) -> Result<Vec<Change>, DomainError> {
     let transfer_id = recorded.transfer_id;
     let state = world.transfers.get(&transfer_id).cloned().unwrap_or_default();
     let legs = recorded.legs.clone();
     let kind = recorded.kind;
+    let recorded_hold = recorded.hold_id;
     let mut changes: Vec<Change> = transfer::decide(&state, &TransferCommand::Record(recorded))?
         .into_iter()
         .map(|event| Change { stream: StreamId::Transfer(transfer_id), event: Event::Transfer(event) })
         .collect();
-    let mut touched: HashMap<WalletId, Wallet> = HashMap::new();
     for (index, leg) in legs.iter().enumerate() {
         let leg_index = u16::try_from(index).expect("a transfer has a handful of legs");
         let amount = Amount::parse(leg.amount, world.wallet(leg.from_wallet_id)?.scale)
@@ -439,7 +674,7 @@ fn record(world: &World, recorded: TransferRecorded) -> Result<Vec<Change>, Doma
             world.wallet(wallet_id)?;
             let state = touched.remove(&wallet_id).unwrap_or_else(|| world.wallets[&wallet_id].clone());
             let events = match wallet::decide(&state, &command) {
-                Err(DomainError::InsufficientFunds { wallet_id, .. }) => {
+                Err(DomainError::InsufficientFunds { wallet_id, .. }) if recorded_hold.is_none() => {
                     return Err(insufficient_funds(world, wallet_id, &legs))
                 }
                 decided => decided?,
@@ -470,7 +705,7 @@ fn insufficient_funds(world: &World, wallet_id: WalletId, legs: &[Leg]) -> Domai
             Some(taken)
         }
     });
-    let available = open.overdraft_limit.and_then(|limit| exact_add(open.balance, limit));
+    let available = open.spendable();
     match (available, taken) {
         (Some(available), Some(taken)) => DomainError::InsufficientFunds {
             wallet_id,
@@ -479,6 +714,10 @@ fn insufficient_funds(world: &World, wallet_id: WalletId, legs: &[Leg]) -> Domai
         },
         _ => DomainError::AmountOutOfRange,
     }
+}
+
+fn hold_changes(hold_id: HoldId, events: Vec<HoldEvent>) -> Vec<Change> {
+    events.into_iter().map(|event| Change { stream: StreamId::Hold(hold_id), event: Event::Hold(event) }).collect()
 }
 
 fn wallet_changes(wallet_id: WalletId, events: Vec<wallet::WalletEvent>) -> Vec<Change> {

@@ -1,11 +1,12 @@
 //! Tally's domain and wire contract: pure functions and types, no IO.
 //!
-//! - [`ids`]: the ids of wallets, transfers and assets.
+//! - [`ids`]: the ids of wallets, transfers, holds and assets.
 //! - [`error`]: [`error::DomainError`], why a command was refused, and the [`error::Rule`]s of validation.
 //! - [`money`]: exact amounts and scales, parsing from the wire and formatting with the asset's scale.
 //! - [`asset`]: asset definitions, cash-in fee policies, the asset Decider.
 //! - [`wallet`]: wallet state, events and the wallet Decider (debit, credit, freeze, close).
 //! - [`transfer`]: the transfer aggregate (legs, reversals and their cap).
+//! - [`hold`]: holds, which reserve part of a wallet's balance until captured, voided or expired (SPEC §8).
 //! - [`ledger`]: the top-level [`ledger::Command`], [`ledger::decide`] and [`ledger::World`] that compose the aggregates.
 //! - [`envelope`]: stream ids, the stored event envelope, canonical JSON and the hash chain.
 //! - [`notification`]: the NATS subject, stream and message id of "events appended" notifications.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod asset;
 pub mod envelope;
 pub mod error;
+pub mod hold;
 pub mod ids;
 pub mod ledger;
 pub mod money;

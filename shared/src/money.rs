@@ -162,6 +162,13 @@ pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D
         .map_err(|_| serde::de::Error::custom(format!("invalid value: {text}, expected a whole number from 0")))
 }
 
+/// [`whole_number`] for an optional field (with `#[serde(default)]`): `null` or absent is `None`.
+pub fn optional_whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "whole_number")] u32);
+    Ok(Option::<Whole>::deserialize(deserializer)?.map(|whole| whole.0))
+}
+
 /// The text of a decimal in JSON: a string's own text, or an exact number's (never through `f64`).
 fn decimal_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     match serde_json::Value::deserialize(deserializer)? {

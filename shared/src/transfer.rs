@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::asset::AssetDefinition;
 use crate::error::{DomainError, Rule};
 pub use crate::ids::TransferId;
-use crate::ids::{AssetCode, WalletId};
+use crate::ids::{AssetCode, HoldId, WalletId};
 use crate::money::{from_units, mul_div_half_up, units_at, Scale};
 
 /// What a transfer does, which fixes its legs (SPEC §2).
@@ -94,6 +94,10 @@ pub struct TransferRecorded {
     pub reverses: Option<TransferId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a capture: the hold it draws on. Absent from every transfer that is not a capture, so that adding it
+    /// changed no stored event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<HoldId>,
 }
 
 impl TransferRecorded {
@@ -118,6 +122,7 @@ impl TransferRecorded {
             metadata: serde_json::Value::Null,
             reverses: None,
             reason: None,
+            hold_id: None,
         }
     }
 }

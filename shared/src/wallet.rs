@@ -1,11 +1,12 @@
-//! Wallets: state, events and the wallet Decider (open, debit, credit, freeze, unfreeze, close).
+//! Wallets: state, events and the wallet Decider (open, debit, credit, hold, settle a hold, freeze, unfreeze,
+//! close).
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DomainError, Rule};
 pub use crate::ids::WalletId;
-use crate::ids::{AssetCode, TransferId};
+use crate::ids::{AssetCode, HoldId, TransferId};
 use crate::money::{exact_add, exact_sub, Amount, Scale};
 use crate::transfer::TransferKind;
 
@@ -75,12 +76,38 @@ pub struct OpenWallet {
     /// How far below zero the balance may go; `None` is unlimited (the treasury).
     #[serde(with = "crate::money::optional_decimal")]
     pub overdraft_limit: Option<Decimal>,
+    /// What the wallet's active holds still reserve. Absent from snapshots written before holds: zero.
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub held: Decimal,
+    #[serde(default)]
+    pub active_holds: u32,
 }
 
 impl OpenWallet {
-    /// What a debit may take: balance plus overdraft; `None` is unlimited.
-    pub fn available(&self) -> Option<Decimal> {
-        self.overdraft_limit.map(|limit| self.balance + limit)
+    /// `balance − held`: what is the wallet's own and not reserved. Never below minus the overdraft limit.
+    pub fn available(&self) -> Decimal {
+        self.balance - self.held
+    }
+
+    /// What a debit or a new hold may take at most: available plus the overdraft limit; `None` is unlimited
+    /// (the treasury) or beyond what a decimal holds.
+    pub fn spendable(&self) -> Option<Decimal> {
+        self.overdraft_limit.and_then(|limit| exact_add(self.available(), limit))
+    }
+
+    /// Refuses leaving `available_after` (what would be available after a debit or a hold of `amount`) below
+    /// minus the overdraft limit.
+    fn ensure_covered(&self, available_after: Decimal, amount: Decimal) -> Result<(), DomainError> {
+        let Some(limit) = self.overdraft_limit else { return Ok(()) };
+        if available_after >= -limit {
+            return Ok(());
+        }
+        let spendable = self.spendable().ok_or(DomainError::AmountOutOfRange)?;
+        Err(DomainError::InsufficientFunds {
+            wallet_id: self.wallet_id,
+            available: self.scale.format(spendable),
+            requested: self.scale.format(amount),
+        })
     }
 
     fn ensure_movable(&self) -> Result<(), DomainError> {
@@ -104,6 +131,31 @@ pub struct Posting {
     pub counterparty_wallet_id: WalletId,
     /// Index of the leg in its transfer, so that a transfer with two legs between the same wallets stays readable.
     pub leg: u16,
+}
+
+/// A hold placed on the wallet: `held` grows by `amount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldPosting {
+    pub hold_id: HoldId,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub held_after: Decimal,
+}
+
+/// Part or all of a hold no longer reserved: `captured` (debited by the capture's transfer, which follows)
+/// plus `released` (back to available) leave `held`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldSettlement {
+    pub hold_id: HoldId,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub captured: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub released: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub held_after: Decimal,
+    /// Whether the hold is resolved with this (it no longer counts as active).
+    pub resolved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,16 +187,48 @@ pub enum WalletEvent {
     WalletFrozen(StatusChange),
     WalletUnfrozen(StatusChange),
     WalletClosed(StatusChange),
+    WalletHoldPlaced(HoldPosting),
+    WalletHoldSettled(HoldSettlement),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalletCommand {
     Open(WalletOpened),
-    Debit { transfer_id: TransferId, kind: TransferKind, amount: Amount, counterparty_wallet_id: WalletId, leg: u16 },
-    Credit { transfer_id: TransferId, kind: TransferKind, amount: Amount, counterparty_wallet_id: WalletId, leg: u16 },
-    Freeze { reason: Option<String> },
-    Unfreeze { reason: Option<String> },
-    Close { reason: Option<String> },
+    Debit {
+        transfer_id: TransferId,
+        kind: TransferKind,
+        amount: Amount,
+        counterparty_wallet_id: WalletId,
+        leg: u16,
+    },
+    Credit {
+        transfer_id: TransferId,
+        kind: TransferKind,
+        amount: Amount,
+        counterparty_wallet_id: WalletId,
+        leg: u16,
+    },
+    /// Reserves `amount` for a new hold.
+    Hold {
+        hold_id: HoldId,
+        amount: Amount,
+    },
+    /// Takes `captured + released` of a hold off `held`; frozen wallets too (voids and expiry still release).
+    Settle {
+        hold_id: HoldId,
+        captured: Decimal,
+        released: Decimal,
+        resolved: bool,
+    },
+    Freeze {
+        reason: Option<String>,
+    },
+    Unfreeze {
+        reason: Option<String>,
+    },
+    Close {
+        reason: Option<String>,
+    },
 }
 
 pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEvent>, DomainError> {
@@ -161,15 +245,8 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
         WalletCommand::Debit { transfer_id, kind, amount, counterparty_wallet_id, leg } => {
             open.ensure_movable()?;
             let balance_after = exact_sub(open.balance, amount.value()).ok_or(DomainError::AmountOutOfRange)?;
-            if let Some(limit) = open.overdraft_limit {
-                if balance_after < -limit {
-                    return Err(DomainError::InsufficientFunds {
-                        wallet_id: open.wallet_id,
-                        available: open.scale.format(open.balance + limit),
-                        requested: open.scale.format(amount.value()),
-                    });
-                }
-            }
+            let available_after = exact_sub(balance_after, open.held).ok_or(DomainError::AmountOutOfRange)?;
+            open.ensure_covered(available_after, amount.value())?;
             Ok(vec![WalletEvent::WalletDebited(Posting {
                 transfer_id: *transfer_id,
                 kind: *kind,
@@ -189,6 +266,30 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
                 balance_after,
                 counterparty_wallet_id: *counterparty_wallet_id,
                 leg: *leg,
+            })])
+        }
+        WalletCommand::Hold { hold_id, amount } => {
+            if open.kind != WalletKind::User {
+                return Err(DomainError::invalid("wallet_id", Rule::SystemWalletMove));
+            }
+            open.ensure_movable()?;
+            let available_after = exact_sub(open.available(), amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+            open.ensure_covered(available_after, amount.value())?;
+            let held_after = exact_add(open.held, amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+            Ok(vec![WalletEvent::WalletHoldPlaced(HoldPosting {
+                hold_id: *hold_id,
+                amount: amount.value(),
+                held_after,
+            })])
+        }
+        WalletCommand::Settle { hold_id, captured, released, resolved } => {
+            let held_after = exact_sub(open.held, *captured + *released).ok_or(DomainError::AmountOutOfRange)?;
+            Ok(vec![WalletEvent::WalletHoldSettled(HoldSettlement {
+                hold_id: *hold_id,
+                captured: *captured,
+                released: *released,
+                held_after,
+                resolved: *resolved,
             })])
         }
         WalletCommand::Freeze { reason } => {
@@ -211,6 +312,10 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
             ensure_user_wallet(open)?;
             match open.status {
                 WalletStatus::Closed => Ok(vec![]),
+                _ if open.active_holds > 0 => Err(DomainError::WalletHasActiveHolds {
+                    wallet_id: open.wallet_id,
+                    active_holds: open.active_holds,
+                }),
                 _ if !open.balance.is_zero() => Err(DomainError::WalletNotEmpty {
                     wallet_id: open.wallet_id,
                     balance: open.scale.format(open.balance),
@@ -242,6 +347,8 @@ pub fn evolve(wallet: Wallet, event: &WalletEvent) -> Wallet {
             status: WalletStatus::Active,
             balance: zero_at(opened.scale),
             overdraft_limit: opened.overdraft_limit,
+            held: zero_at(opened.scale),
+            active_holds: 0,
         }),
         (Wallet::Open(open), WalletEvent::WalletOpened(_)) => {
             panic!("corrupt stream wallet-{}: opened twice", open.wallet_id)
@@ -256,6 +363,16 @@ pub fn evolve(wallet: Wallet, event: &WalletEvent) -> Wallet {
                 WalletEvent::WalletFrozen(_) => open.status = WalletStatus::Frozen,
                 WalletEvent::WalletUnfrozen(_) => open.status = WalletStatus::Active,
                 WalletEvent::WalletClosed(_) => open.status = WalletStatus::Closed,
+                WalletEvent::WalletHoldPlaced(posting) => {
+                    open.held = posting.held_after;
+                    open.active_holds += 1;
+                }
+                WalletEvent::WalletHoldSettled(settlement) => {
+                    open.held = settlement.held_after;
+                    if settlement.resolved {
+                        open.active_holds = open.active_holds.saturating_sub(1);
+                    }
+                }
             }
             Wallet::Open(open)
         }

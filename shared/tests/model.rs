@@ -1,6 +1,6 @@
 //! Model test of the ledger: random command sequences through `dependencies`, `decide` and `World::apply`,
-//! checked after every step against a plain model of balances in integer units that shares no arithmetic
-//! with the domain.
+//! checked after every step against a plain model of balances and holds in integer units that shares no
+//! arithmetic with the domain, on a clock that the scenario moves forward.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -8,6 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use chrono::{DateTime, Duration, Utc};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tally_shared::asset::{self, Asset, AssetCode, DefineAsset, FeePolicy, SystemWallets};
 use tally_shared::envelope::{Change, Event, StreamId};
+use tally_shared::hold::{self, Expiry, Hold, HoldId, HoldStatus, HOLD_EXPIRES_IN_S_MAX};
 use tally_shared::ledger::{decide, Command, DomainError, StatusCommand, World};
 use tally_shared::money::Scale;
 use tally_shared::transfer::{self, LegRole, Transfer, TransferEvent, TransferId, TransferKind};
@@ -132,6 +134,26 @@ struct ModelWallet {
     balance: i128,
     /// `None`: unlimited (the treasury).
     limit: Option<i128>,
+    held: i128,
+    active_holds: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ModelHold {
+    wallet: WalletId,
+    scale: u32,
+    amount: i128,
+    captured: i128,
+    released: i128,
+    status: HoldStatus,
+    expires_at: DateTime<Utc>,
+    captures: Vec<TransferId>,
+}
+
+impl ModelHold {
+    fn remaining(&self) -> i128 {
+        self.amount - self.captured - self.released
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +208,11 @@ enum Rejection {
     WalletClosed(WalletId),
     WalletNotEmpty(WalletId, String),
     ReversalExceedsTransfer { transfer: TransferId, remaining: String, requested: String },
+    HoldNotFound(HoldId),
+    HoldNotActive(HoldId, HoldStatus),
+    HoldExpired(HoldId),
+    HoldExceeded { hold: HoldId, remaining: String, requested: String },
+    WalletHasActiveHolds(WalletId, u32),
     Unexpected(String),
 }
 
@@ -218,6 +245,15 @@ fn rejection(error: &DomainError) -> Rejection {
                 requested: requested.clone(),
             }
         }
+        DomainError::HoldNotFound { hold_id } => Rejection::HoldNotFound(*hold_id),
+        DomainError::HoldNotActive { hold_id, status } => Rejection::HoldNotActive(*hold_id, *status),
+        DomainError::HoldExpired { hold_id, .. } => Rejection::HoldExpired(*hold_id),
+        DomainError::HoldExceeded { hold_id, remaining, requested } => {
+            Rejection::HoldExceeded { hold: *hold_id, remaining: remaining.clone(), requested: requested.clone() }
+        }
+        DomainError::WalletHasActiveHolds { wallet_id, active_holds } => {
+            Rejection::WalletHasActiveHolds(*wallet_id, *active_holds)
+        }
         other => Rejection::Unexpected(format!("{other:?}")),
     }
 }
@@ -228,10 +264,12 @@ struct Model {
     wallets: BTreeMap<WalletId, ModelWallet>,
     owners: BTreeMap<(String, AssetCode), WalletId>,
     transfers: BTreeMap<TransferId, ModelTransfer>,
+    holds: BTreeMap<HoldId, ModelHold>,
     /// In creation order, for the generator's picks.
     user_wallets: Vec<WalletId>,
     system_wallets: Vec<WalletId>,
     transfer_ids: Vec<TransferId>,
+    hold_ids: Vec<HoldId>,
 }
 
 /// A non-negative amount of money at `scale` as the model reads it: negative, overscaled, or out of range is refused.
@@ -262,7 +300,178 @@ impl Model {
                 self.reverse(*reversal_id, *transfer_id, *amount)
             }
             Command::ChangeStatus { wallet_id, change, .. } => self.change_status(*wallet_id, *change).map(|()| vec![]),
+            Command::PlaceHold { hold_id, wallet_id, amount, expiry, at, .. } => {
+                self.place_hold(*hold_id, *wallet_id, *amount, *expiry, *at).map(|()| vec![])
+            }
+            Command::CaptureHold { hold_id, transfer_id, amount, to_wallet_id, is_final, at, .. } => {
+                self.capture_hold(*hold_id, *transfer_id, *amount, *to_wallet_id, *is_final, *at)
+            }
+            Command::VoidHold { hold_id, at, .. } => self.release_hold(*hold_id, false, *at).map(|()| vec![]),
+            Command::ExpireHold { hold_id, at } => self.release_hold(*hold_id, true, *at).map(|()| vec![]),
         }
+    }
+
+    fn place_hold(
+        &mut self,
+        hold_id: HoldId,
+        wallet_id: WalletId,
+        amount: Decimal,
+        expiry: Expiry,
+        at: DateTime<Utc>,
+    ) -> Result<(), Rejection> {
+        let wallet = self.user_wallet(wallet_id, "wallet_id")?.clone();
+        let units = positive(amount, wallet.scale).ok_or_else(|| Rejection::InvalidAmount("amount".into()))?;
+        let window = |field: &str| Rejection::Validation(field.into());
+        let expires_at = match expiry {
+            Expiry::In(seconds) if (1..=HOLD_EXPIRES_IN_S_MAX).contains(&seconds) => at + Duration::seconds(seconds),
+            Expiry::In(_) => return Err(window("expires_in_s")),
+            Expiry::At(expires_at)
+                if expires_at > at && expires_at - at <= Duration::seconds(HOLD_EXPIRES_IN_S_MAX) =>
+            {
+                expires_at
+            }
+            Expiry::At(_) => return Err(window("expires_at")),
+        };
+        if self.holds.contains_key(&hold_id) {
+            return Err(Rejection::Validation("hold_id".into()));
+        }
+        match wallet.status {
+            WalletStatus::Active => {}
+            WalletStatus::Frozen => return Err(Rejection::WalletFrozen(wallet_id)),
+            WalletStatus::Closed => return Err(Rejection::WalletClosed(wallet_id)),
+        }
+        let limit = wallet.limit.unwrap();
+        let available = wallet.balance - wallet.held;
+        let after = available - units;
+        if after.abs() > UNITS_MAX {
+            return Err(Rejection::OutOfRange);
+        }
+        if after < -limit {
+            let spendable = available + limit;
+            if spendable.abs() > UNITS_MAX {
+                return Err(Rejection::OutOfRange);
+            }
+            return Err(Rejection::InsufficientFunds {
+                wallet: wallet_id,
+                available: format_units(spendable, wallet.scale),
+                requested: format_units(units, wallet.scale),
+            });
+        }
+        if wallet.held + units > UNITS_MAX {
+            return Err(Rejection::OutOfRange);
+        }
+        let wallet = self.wallets.get_mut(&wallet_id).unwrap();
+        wallet.held += units;
+        wallet.active_holds += 1;
+        let hold = ModelHold {
+            wallet: wallet_id,
+            scale: wallet.scale,
+            amount: units,
+            captured: 0,
+            released: 0,
+            status: HoldStatus::Active,
+            expires_at,
+            captures: Vec::new(),
+        };
+        self.holds.insert(hold_id, hold);
+        self.hold_ids.push(hold_id);
+        Ok(())
+    }
+
+    /// The hold, if a capture or a void may act on it at `at`.
+    fn open_hold(&self, hold_id: HoldId, at: DateTime<Utc>) -> Result<ModelHold, Rejection> {
+        let hold = self.holds.get(&hold_id).ok_or(Rejection::HoldNotFound(hold_id))?;
+        match hold.status {
+            HoldStatus::Active if at < hold.expires_at => Ok(hold.clone()),
+            HoldStatus::Active | HoldStatus::Expired => Err(Rejection::HoldExpired(hold_id)),
+            status => Err(Rejection::HoldNotActive(hold_id, status)),
+        }
+    }
+
+    fn capture_hold(
+        &mut self,
+        hold_id: HoldId,
+        transfer_id: TransferId,
+        amount: Option<Decimal>,
+        to: Option<WalletId>,
+        is_final: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<ModelPosting>, Rejection> {
+        let hold = self.open_hold(hold_id, at)?;
+        if hold.captures.len() >= hold::HOLD_CAPTURES_MAX {
+            return Err(Rejection::Validation("hold_id".into()));
+        }
+        let remaining = hold.remaining();
+        let requested = match amount {
+            Some(amount) => positive(amount, hold.scale).ok_or_else(|| Rejection::InvalidAmount("amount".into()))?,
+            None => remaining,
+        };
+        if requested > remaining || requested <= 0 {
+            return Err(Rejection::HoldExceeded {
+                hold: hold_id,
+                remaining: format_units(remaining, hold.scale),
+                requested: format_units(requested, hold.scale),
+            });
+        }
+        let from = self.wallets[&hold.wallet].clone();
+        let asset = self.assets[&from.asset].clone();
+        let (kind, to) = match to {
+            None => (TransferKind::Spend, asset.revenue),
+            Some(to) if to == hold.wallet => return Err(Rejection::SameWallet),
+            Some(to) => {
+                let receiver = self.user_wallet(to, "to_wallet_id")?;
+                if receiver.asset != from.asset {
+                    return Err(Rejection::AssetMismatch(from.asset.clone(), receiver.asset.clone()));
+                }
+                (TransferKind::Transfer, to)
+            }
+        };
+        let released = if is_final { remaining - requested } else { 0 };
+        let wallet = self.wallets.get_mut(&hold.wallet).unwrap();
+        wallet.held -= requested + released;
+        if is_final {
+            wallet.active_holds -= 1;
+        }
+        let record = ModelTransfer {
+            kind,
+            asset: from.asset.clone(),
+            scale: hold.scale,
+            amount: requested,
+            fee: 0,
+            legs: vec![ModelLeg { from: hold.wallet, to, units: requested, role: LegRole::Principal }],
+            reverses: None,
+            reversed_amount: 0,
+            reversed_fee: 0,
+        };
+        let postings = self.record(transfer_id, record)?;
+        let hold = self.holds.get_mut(&hold_id).unwrap();
+        hold.captured += requested;
+        hold.released += released;
+        hold.captures.push(transfer_id);
+        if is_final {
+            hold.status = HoldStatus::Captured;
+        }
+        Ok(postings)
+    }
+
+    /// A void (refused once expired) or an expiry (nothing, unless active and due).
+    fn release_hold(&mut self, hold_id: HoldId, expiry: bool, at: DateTime<Utc>) -> Result<(), Rejection> {
+        let hold = if expiry {
+            let hold = self.holds.get(&hold_id).ok_or(Rejection::HoldNotFound(hold_id))?;
+            if hold.status != HoldStatus::Active || at < hold.expires_at {
+                return Ok(());
+            }
+            hold.clone()
+        } else {
+            self.open_hold(hold_id, at)?
+        };
+        let wallet = self.wallets.get_mut(&hold.wallet).unwrap();
+        wallet.held -= hold.remaining();
+        wallet.active_holds -= 1;
+        let hold = self.holds.get_mut(&hold_id).unwrap();
+        hold.released += hold.remaining();
+        hold.status = if expiry { HoldStatus::Expired } else { HoldStatus::Voided };
+        Ok(())
     }
 
     fn define(&mut self, define: &DefineAsset) -> Result<(), Rejection> {
@@ -306,6 +515,8 @@ impl Model {
                     status: WalletStatus::Active,
                     balance: 0,
                     limit,
+                    held: 0,
+                    active_holds: 0,
                 },
             );
             self.system_wallets.push(id);
@@ -350,6 +561,8 @@ impl Model {
                 status: WalletStatus::Active,
                 balance: 0,
                 limit: Some(limit),
+                held: 0,
+                active_holds: 0,
             },
         );
         self.owners.insert((owner_id.to_owned(), asset.clone()), wallet_id);
@@ -537,7 +750,11 @@ impl Model {
                     return Err(Rejection::OutOfRange);
                 }
                 if let Some(limit) = wallet.limit {
-                    if balance_after < -limit {
+                    let available_after = balance_after - wallet.held;
+                    if debit && available_after.abs() > UNITS_MAX {
+                        return Err(Rejection::OutOfRange);
+                    }
+                    if available_after < -limit {
                         return Err(insufficient_funds(&before[&wallet_id], wallet_id, &record.legs));
                     }
                 }
@@ -569,6 +786,9 @@ impl Model {
                 return Err(Rejection::WalletClosed(wallet_id))
             }
             (StatusCommand::Close, WalletStatus::Closed) => WalletStatus::Closed,
+            (StatusCommand::Close, _) if wallet.active_holds > 0 => {
+                return Err(Rejection::WalletHasActiveHolds(wallet_id, wallet.active_holds))
+            }
             (StatusCommand::Close, _) if wallet.balance != 0 => {
                 return Err(Rejection::WalletNotEmpty(wallet_id, format_units(wallet.balance, wallet.scale)))
             }
@@ -593,7 +813,7 @@ fn insufficient_funds(before: &ModelWallet, wallet_id: WalletId, legs: &[ModelLe
             return Rejection::OutOfRange;
         }
     }
-    let available = before.balance + before.limit.unwrap();
+    let available = before.balance - before.held + before.limit.unwrap();
     if available.abs() > UNITS_MAX {
         return Rejection::OutOfRange;
     }
@@ -736,6 +956,44 @@ enum Op {
         wallet: Pick,
         change: usize,
     },
+    PlaceHold {
+        wallet: Pick,
+        amount: AmountGen,
+        expiry: ExpiryGen,
+        reuse_id: Option<usize>,
+    },
+    Capture {
+        hold: HoldPick,
+        amount: Option<AmountGen>,
+        to: Option<Counterparty>,
+        is_final: bool,
+    },
+    Void {
+        hold: HoldPick,
+    },
+    Expire {
+        hold: HoldPick,
+    },
+    /// The clock moves forward this many seconds.
+    Advance {
+        seconds: i64,
+    },
+}
+
+/// When a new hold expires: this many seconds from now, or at now plus this many seconds.
+#[derive(Debug, Clone)]
+enum ExpiryGen {
+    In(i64),
+    At(i64),
+}
+
+/// The hold a capture, a void or an expiry acts on.
+#[derive(Debug, Clone)]
+enum HoldPick {
+    /// One that is still active.
+    Active(usize),
+    Any(usize),
+    Unknown,
 }
 
 const OWNERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -847,7 +1105,46 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     let reverse_in_parts =
         (any::<usize>(), 2u8..=4).prop_map(|(transfer, parts)| Op::ReverseInParts { transfer, parts });
     let status = (pick_strategy(), 0usize..3).prop_map(|(wallet, change)| Op::Status { wallet, change });
+    let expiry = prop_oneof![
+        5 => (1i64..=600).prop_map(ExpiryGen::In),
+        // Whole minutes, which the clock's whole-minute steps meet exactly: a capture at `expires_at`.
+        3 => (1i64..=3).prop_map(|minutes| ExpiryGen::In(60 * minutes)),
+        1 => prop_oneof![Just(0i64), Just(-5), Just(HOLD_EXPIRES_IN_S_MAX), Just(HOLD_EXPIRES_IN_S_MAX + 1)]
+            .prop_map(ExpiryGen::In),
+        2 => prop_oneof![-10i64..=600, Just(HOLD_EXPIRES_IN_S_MAX), Just(HOLD_EXPIRES_IN_S_MAX + 1)]
+            .prop_map(ExpiryGen::At),
+    ];
+    let place_hold = (pick_strategy(), amount_strategy(), expiry, option::weighted(0.03, any::<usize>()))
+        .prop_map(|(wallet, amount, expiry, reuse_id)| Op::PlaceHold { wallet, amount, expiry, reuse_id });
+    let hold_pick = || {
+        prop_oneof![
+            10 => any::<usize>().prop_map(HoldPick::Active),
+            3 => any::<usize>().prop_map(HoldPick::Any),
+            1 => Just(HoldPick::Unknown),
+        ]
+    };
+    let capture = (
+        hold_pick(),
+        option::weighted(0.6, amount_strategy()),
+        option::weighted(
+            0.3,
+            prop_oneof![
+                8 => any::<usize>().prop_map(Counterparty::OtherUser),
+                1 => pick_strategy().prop_map(Counterparty::Any),
+            ],
+        ),
+        any::<bool>(),
+    )
+        .prop_map(|(hold, amount, to, is_final)| Op::Capture { hold, amount, to, is_final });
+    let void = hold_pick().prop_map(|hold| Op::Void { hold });
+    let expire = hold_pick().prop_map(|hold| Op::Expire { hold });
+    let advance = prop_oneof![1i64..=120, 300i64..=700, Just(60i64)].prop_map(|seconds| Op::Advance { seconds });
     prop_oneof![
+        8 => place_hold,
+        6 => capture,
+        2 => void,
+        3 => expire,
+        3 => advance,
         12 => movement,
         8 => transfer,
         5 => reverse,
@@ -878,6 +1175,8 @@ struct Run {
     log: Vec<Change>,
     model: Model,
     ids_issued: u128,
+    /// The time commands are decided at.
+    now: DateTime<Utc>,
 }
 
 impl Run {
@@ -934,15 +1233,49 @@ impl Run {
         }
     }
 
+    fn pick_hold(&mut self, pick: &HoldPick) -> HoldId {
+        let model = &self.model;
+        let active: Vec<HoldId> =
+            model.hold_ids.iter().copied().filter(|id| model.holds[id].status == HoldStatus::Active).collect();
+        let chosen = match pick {
+            HoldPick::Active(index) if !active.is_empty() => Some(active[index % active.len()]),
+            HoldPick::Active(index) | HoldPick::Any(index) if !model.hold_ids.is_empty() => {
+                Some(model.hold_ids[index % model.hold_ids.len()])
+            }
+            _ => None,
+        };
+        chosen.unwrap_or_else(|| HoldId(self.fresh_id()))
+    }
+
+    fn receiver(&mut self, from_wallet_id: WalletId, to: &Counterparty) -> WalletId {
+        match to {
+            Counterparty::OtherUser(offset) => {
+                let users = &self.model.user_wallets;
+                match users.iter().position(|id| *id == from_wallet_id) {
+                    Some(at) if users.len() > 1 => users[(at + 1 + offset % (users.len() - 1)) % users.len()],
+                    _ => self.pick(&Pick::User(*offset)),
+                }
+            }
+            Counterparty::Any(pick) => self.pick(pick),
+        }
+    }
+
     fn scale_of(&self, wallet_id: WalletId) -> u32 {
         self.model.wallets.get(&wallet_id).map_or(2, |wallet| wallet.scale)
     }
 
     fn available(&self, wallet_id: WalletId) -> i128 {
-        self.model.wallets.get(&wallet_id).map_or(1_000, |wallet| wallet.balance + wallet.limit.unwrap_or(1_000))
+        self.model
+            .wallets
+            .get(&wallet_id)
+            .map_or(1_000, |wallet| wallet.balance - wallet.held + wallet.limit.unwrap_or(1_000))
     }
 
     fn commands(&mut self, op: &Op) -> Vec<Command> {
+        if let Op::Advance { seconds } = op {
+            self.now += Duration::seconds(*seconds);
+            return vec![];
+        }
         let Op::ReverseInParts { transfer, parts } = op else { return vec![self.command(op)] };
         let transfer_id = self.open_transfer(*transfer);
         let (scale, part) = self
@@ -1032,16 +1365,7 @@ impl Run {
             }
             Op::Transfer { from, to, amount, fee } => {
                 let from_wallet_id = self.pick(from);
-                let to_wallet_id = match to {
-                    Counterparty::OtherUser(offset) => {
-                        let users = &self.model.user_wallets;
-                        match users.iter().position(|id| *id == from_wallet_id) {
-                            Some(at) if users.len() > 1 => users[(at + 1 + offset % (users.len() - 1)) % users.len()],
-                            _ => self.pick(&Pick::User(*offset)),
-                        }
-                    }
-                    Counterparty::Any(pick) => self.pick(pick),
-                };
+                let to_wallet_id = self.receiver(from_wallet_id, to);
                 let scale = self.scale_of(from_wallet_id);
                 let available = self.available(from_wallet_id);
                 Command::Transfer {
@@ -1077,6 +1401,47 @@ impl Run {
                 }
             }
             Op::ReverseInParts { .. } => unreachable!("expanded by commands()"),
+            Op::Advance { .. } => unreachable!("handled by commands()"),
+            Op::PlaceHold { wallet, amount, expiry, reuse_id } => {
+                let wallet_id = self.pick(wallet);
+                let hold_id = match reuse_id {
+                    Some(index) => self.pick_hold(&HoldPick::Any(*index)),
+                    None => HoldId(self.fresh_id()),
+                };
+                let expiry = match expiry {
+                    ExpiryGen::In(seconds) => Expiry::In(*seconds),
+                    ExpiryGen::At(seconds) => Expiry::At(self.now + Duration::seconds(*seconds)),
+                };
+                Command::PlaceHold {
+                    hold_id,
+                    wallet_id,
+                    amount: amount.decimal(self.scale_of(wallet_id), self.available(wallet_id)),
+                    expiry,
+                    reference: None,
+                    metadata: serde_json::Value::Null,
+                    at: self.now,
+                }
+            }
+            Op::Capture { hold, amount, to, is_final } => {
+                let hold_id = self.pick_hold(hold);
+                let (wallet_id, scale, remaining) = self
+                    .model
+                    .holds
+                    .get(&hold_id)
+                    .map_or((WalletId(Uuid::nil()), 2, 1_000), |hold| (hold.wallet, hold.scale, hold.remaining()));
+                Command::CaptureHold {
+                    hold_id,
+                    transfer_id: TransferId(self.fresh_id()),
+                    amount: amount.as_ref().map(|amount| amount.decimal(scale, remaining)),
+                    to_wallet_id: to.as_ref().map(|to| self.receiver(wallet_id, to)),
+                    is_final: *is_final,
+                    reference: None,
+                    metadata: serde_json::Value::Null,
+                    at: self.now,
+                }
+            }
+            Op::Void { hold } => Command::VoidHold { hold_id: self.pick_hold(hold), reason: None, at: self.now },
+            Op::Expire { hold } => Command::ExpireHold { hold_id: self.pick_hold(hold), at: self.now },
             Op::Status { wallet, change } => Command::ChangeStatus {
                 wallet_id: self.pick(wallet),
                 change: [StatusCommand::Freeze, StatusCommand::Unfreeze, StatusCommand::Close][*change],
@@ -1194,8 +1559,13 @@ impl Run {
             prop_assert_eq!(open.scale.places(), expected.scale);
             let limit = open.overdraft_limit.map(|limit| written_units(limit, expected.scale)).transpose()?;
             prop_assert_eq!(limit, expected.limit);
+            let held = written_units(open.held, expected.scale)?;
+            prop_assert_eq!(held, expected.held, "held of {}", id);
+            prop_assert_eq!(open.active_holds, expected.active_holds, "active holds of {}", id);
             match limit {
-                Some(limit) => prop_assert!(balance >= -limit, "{} holds {} below -{}", id, balance, limit),
+                Some(limit) => {
+                    prop_assert!(balance - held >= -limit, "{} has {} available, below -{}", id, balance - held, limit)
+                }
                 None => prop_assert_eq!(open.kind, WalletKind::Treasury),
             }
             *sums.entry(open.asset.clone()).or_default() += balance;
@@ -1212,6 +1582,7 @@ impl Run {
             prop_assert_eq!(written_units(recorded.reversed_fee, expected.scale)?, expected.reversed_fee);
             prop_assert!(expected.reversed_amount <= expected.amount && expected.reversed_fee <= expected.fee);
         }
+        self.check_holds()?;
         let owners: BTreeMap<(String, AssetCode), WalletId> =
             self.store.owners.iter().map(|(key, id)| (key.clone(), id.unwrap())).collect();
         prop_assert_eq!(&owners, &model.owners);
@@ -1238,6 +1609,45 @@ impl Run {
                 }
                 (stored, expected) => prop_assert!(false, "fee policy {:?}, expected {:?}", stored, expected),
             }
+        }
+        Ok(())
+    }
+
+    /// Every hold is as the model has it; on the domain's own numbers, each wallet's `held` is what its active
+    /// holds have left, and a resolved hold's captures and release add up to its amount.
+    fn check_holds(&self) -> Result<(), TestCaseError> {
+        prop_assert_eq!(self.store.holds.len(), self.model.holds.len());
+        let mut remaining_of: BTreeMap<WalletId, (i128, u32)> = BTreeMap::new();
+        for (id, expected) in &self.model.holds {
+            let Some(Hold::Placed(placed)) = self.store.holds.get(id) else {
+                return Err(TestCaseError::fail(format!("hold {id} not placed")));
+            };
+            let scale = expected.scale;
+            let (amount, captured, released) = (
+                written_units(placed.amount, scale)?,
+                written_units(placed.captured, scale)?,
+                written_units(placed.released, scale)?,
+            );
+            prop_assert_eq!((amount, captured, released), (expected.amount, expected.captured, expected.released));
+            prop_assert_eq!(placed.status, expected.status, "status of hold {}", id);
+            prop_assert_eq!(placed.expires_at, expected.expires_at);
+            prop_assert_eq!(&placed.captures, &expected.captures);
+            prop_assert!(captured <= amount && captured + released <= amount, "hold {} over-settled", id);
+            if placed.status == HoldStatus::Active {
+                prop_assert!(placed.resolved_at.is_none());
+                let entry = remaining_of.entry(placed.wallet_id).or_default();
+                entry.0 += amount - captured - released;
+                entry.1 += 1;
+            } else {
+                prop_assert_eq!(captured + released, amount, "resolved hold {} leaves something held", id);
+                prop_assert!(placed.resolved_at.is_some());
+            }
+        }
+        for (id, state) in &self.store.wallets {
+            let Wallet::Open(open) = state else { continue };
+            let (remaining, active) = remaining_of.get(id).copied().unwrap_or_default();
+            prop_assert_eq!(open.held, Decimal::from_i128_with_scale(remaining, open.scale.places()), "held of {}", id);
+            prop_assert_eq!(open.active_holds, active);
         }
         Ok(())
     }
@@ -1273,11 +1683,19 @@ impl Run {
                     });
                     folded.transfers.insert(*id, state);
                 }
+                StreamId::Hold(id) => {
+                    let state = events.iter().fold(Hold::default(), |state, event| match event {
+                        Event::Hold(event) => hold::evolve(state, event),
+                        other => panic!("{other:?} on {stream}"),
+                    });
+                    folded.holds.insert(*id, state);
+                }
             }
         }
         prop_assert_eq!(&folded.assets, &self.store.assets);
         prop_assert_eq!(&folded.wallets, &self.store.wallets);
         prop_assert_eq!(&folded.transfers, &self.store.transfers);
+        prop_assert_eq!(&folded.holds, &self.store.holds);
 
         let mut replayed = World::default();
         for change in &self.log {
@@ -1293,6 +1711,9 @@ impl Run {
         }
         for (id, state) in &self.store.transfers {
             prop_assert_eq!(snapshot(state)?, snapshot(&replayed.transfers[id])?);
+        }
+        for (id, state) in &self.store.holds {
+            prop_assert_eq!(snapshot(state)?, snapshot(&replayed.holds[id])?);
         }
         Ok(())
     }

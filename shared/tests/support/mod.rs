@@ -158,6 +158,7 @@ impl TestAsset {
             metadata: serde_json::Value::Null,
             reverses: None,
             reason: None,
+            hold_id: None,
         })
     }
 
@@ -182,6 +183,7 @@ impl TestAsset {
             metadata: serde_json::Value::Null,
             reverses: Some(original),
             reason: None,
+            hold_id: None,
         })
     }
 
@@ -356,6 +358,9 @@ pub fn load(store: &World, world: &mut World, dependency: &Dependency) {
         }
         Dependency::Stream(StreamId::Transfer(id)) => {
             world.transfers.insert(*id, store.transfers.get(id).cloned().unwrap_or(Transfer::Unrecorded));
+        }
+        Dependency::Stream(StreamId::Hold(id)) => {
+            world.holds.insert(*id, store.holds.get(id).cloned().unwrap_or_default());
         }
         Dependency::Owner(owner_id, asset) => {
             let key = (owner_id.clone(), asset.clone());
