@@ -170,6 +170,9 @@ fn put(world: &mut World, stream: &StreamId, state: serde_json::Value) -> anyhow
         StreamId::Transfer(id) => {
             world.transfers.insert(*id, if missing { Default::default() } else { serde_json::from_value(state)? });
         }
+        StreamId::Hold(id) => {
+            world.holds.insert(*id, if missing { Default::default() } else { serde_json::from_value(state)? });
+        }
     }
     Ok(())
 }
@@ -244,7 +247,7 @@ fn decide_chunk(
         let state = match stream {
             StreamId::Wallet(id) => serde_json::to_value(&world.wallets[id]).context("wallet state")?,
             StreamId::Asset(code) => serde_json::to_value(&world.assets[code]).context("asset state")?,
-            StreamId::Transfer(_) => unreachable!("transfer streams are not long-lived"),
+            StreamId::Transfer(_) | StreamId::Hold(_) => unreachable!("transfer and hold streams are not long-lived"),
         };
         snapshots.push(LongLivedSnapshot { stream_id: stream.to_string(), head: heads[stream], state, row: *row });
     }

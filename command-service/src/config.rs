@@ -63,6 +63,14 @@ pub struct Config {
     #[arg(long, env = "IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..))]
     pub idempotency_retention_hours: u64,
 
+    /// How long the active expirer sleeps at most between two looks for due holds, in milliseconds.
+    #[arg(long, env = "EXPIRER_POLL_MS", default_value_t = 250)]
+    pub expirer_poll_ms: u64,
+
+    /// Holds the expirer releases per round at most.
+    #[arg(long, env = "EXPIRER_BATCH_SIZE_MAX", default_value_t = 1_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub expirer_batch_size_max: i64,
+
     /// How long a notification publish may take before it is counted as failed, in milliseconds.
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 1_000)]
     pub publish_timeout_ms: u64,

@@ -304,12 +304,25 @@ pub struct BatchWrite<'a> {
     /// The answers to store, stamped `now`.
     pub answers: &'a [NewAnswer<'a>],
     pub now: DateTime<Utc>,
+    /// The holds the batch placed or resolved, for the expirer's index (`holds_due`).
+    pub due: &'a [DueHold],
+}
+
+/// A hold the batch touched: still active, due at `expires_at`, or resolved (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueHold {
+    pub hold_id: Uuid,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl BatchWrite<'_> {
     /// Nothing to write: every command of the batch was answered from its stored answer.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.snapshots.is_empty() && self.owners.is_empty() && self.answers.is_empty()
+        self.events.is_empty()
+            && self.snapshots.is_empty()
+            && self.owners.is_empty()
+            && self.answers.is_empty()
+            && self.due.is_empty()
     }
 }
 
@@ -378,6 +391,12 @@ const WRITE_BATCH_SQL: &str = "WITH lock AS MATERIALIZED (
                      $28::bigint[])
              AS c(principal, idempotency_key, fingerprint, status, response, last_event, position)
          WHERE (SELECT ok FROM guard)
+     ), due_added AS (
+         INSERT INTO holds_due (hold_id, expires_at)
+         SELECT * FROM unnest($31::uuid[], $32::timestamptz[]) WHERE (SELECT ok FROM guard)
+         ON CONFLICT (hold_id) DO NOTHING
+     ), due_removed AS (
+         DELETE FROM holds_due WHERE hold_id = ANY($33::uuid[]) AND (SELECT ok FROM guard)
      )
      SELECT ok, (SELECT positions FROM drawn) FROM guard";
 
@@ -386,7 +405,8 @@ const WRITE_BATCH_SQL: &str = "WITH lock AS MATERIALIZED (
 ///    position order is commit order (ARCHITECTURE.md, "Ordering");
 /// 2. locks the rows of the streams only read and checks their versions, reading the latest committed row even
 ///    if it committed after the statement began; if one moved, writes nothing: [`Written::StreamMoved`];
-/// 3. draws the events' positions and writes events, snapshots, new owners and answers.
+/// 3. draws the events' positions and writes events, snapshots, new owners, answers and the expirer's index of
+///    active holds.
 ///
 /// Constraints, not checks in Rust, stop every race the expectations cannot see:
 /// - `(stream_id, version)`: a stream the batch creates or appends to gained that version meanwhile
@@ -428,7 +448,10 @@ pub async fn write_batch(connection: &mut PgConnection, batch: &BatchWrite<'_>) 
         .bind(&columns.answer_events)
         .bind(&columns.answer_positions)
         .bind(batch.now)
-        .bind(&columns.metadata);
+        .bind(&columns.metadata)
+        .bind(&columns.due_ids)
+        .bind(&columns.due_at)
+        .bind(&columns.resolved_ids);
     let (fresh, positions): (bool, Option<Vec<i64>>) = match query.fetch_one(&mut *connection).await {
         Ok(row) => row,
         Err(error) if violates(&error, STREAM_VERSION_CONSTRAINT) => return Ok(Written::StreamMoved),
@@ -479,6 +502,9 @@ struct Columns<'a> {
     bodies: Vec<Json<&'a serde_json::Value>>,
     answer_events: Vec<Option<i32>>,
     answer_positions: Vec<Option<i64>>,
+    due_ids: Vec<Uuid>,
+    due_at: Vec<DateTime<Utc>>,
+    resolved_ids: Vec<Uuid>,
 }
 
 /// A 1-based index into the batch's events, as SQL arrays count.
@@ -501,7 +527,12 @@ impl<'a> Columns<'a> {
             metadata_of.push(i32::try_from(metadata.len())?);
         }
         let answers = batch.answers;
+        let (due, resolved): (Vec<&DueHold>, Vec<&DueHold>) =
+            batch.due.iter().partition(|hold| hold.expires_at.is_some());
         Ok(Columns {
+            due_ids: due.iter().map(|hold| hold.hold_id).collect(),
+            due_at: due.iter().filter_map(|hold| hold.expires_at).collect(),
+            resolved_ids: resolved.iter().map(|hold| hold.hold_id).collect(),
             expected_ids: batch.expected.iter().map(|(stream_id, _)| stream_id.as_str()).collect(),
             expected_versions: batch.expected.iter().map(|(_, version)| *version).collect(),
             event_count: i32::try_from(events.len())?,
@@ -547,6 +578,24 @@ impl<'a> Columns<'a> {
                 .collect(),
         })
     }
+}
+
+/// Active holds due at or before `now`, soonest first, at most `limit` of them.
+pub async fn due_holds(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+    sqlx::query_scalar("SELECT hold_id FROM holds_due WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2")
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .map_err(|error| StoreError::of(error, "find due holds"))
+}
+
+/// When the next active hold is due, if any is.
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    sqlx::query_scalar("SELECT min(expires_at) FROM holds_due")
+        .fetch_one(pool)
+        .await
+        .map_err(|error| StoreError::of(error, "find the next due hold"))
 }
 
 /// Deletes idempotency records older than `older_than`, at most `batch_size_max` of them.

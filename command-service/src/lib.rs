@@ -8,6 +8,7 @@
 //!   [`execute::plan`] is the pure batch planner.
 //! - [`event_store`]: the SQL of snapshots, appends, idempotency records and owner uniqueness; the only place
 //!   that knows constraint names and SQLSTATEs.
+//! - [`expirer`]: releases holds whose `expires_at` has passed, one active instance per database.
 //! - [`notify`]: "events appended" notifications to NATS JetStream, never in a command's way.
 //! - [`telemetry`]: logs (metrics go through `tally_edge::observe`).
 
@@ -15,6 +16,7 @@ pub mod answer;
 pub mod config;
 pub mod event_store;
 pub mod execute;
+pub mod expirer;
 pub mod http;
 pub mod notify;
 pub mod telemetry;
@@ -64,6 +66,18 @@ pub struct App {
     router: axum::Router,
     serve_limits: tally_edge::ServeLimits,
     appender: tokio::task::JoinHandle<()>,
+    expirer: AbortOnDrop,
+    stop_expirer: tokio::sync::watch::Sender<bool>,
+}
+
+/// A task that dies with its owner: if the service's future is dropped (its task aborted), the expirer goes
+/// too, and with it the connection that holds its lock, so that another instance takes over.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl App {
@@ -87,22 +101,32 @@ impl App {
         let authenticator = tally_edge::Authenticator::from_file(config.edge.auth_tokens_file.as_deref())?;
         let (executor, appender) = Executor::start(pool.clone(), notifier, limits);
         tokio::spawn(expire_keys(pool.clone(), config.idempotency_retention_hours));
+        let (stop_expirer, stopped) = tokio::sync::watch::channel(false);
+        let expirer_limits = expirer::ExpirerLimits {
+            poll_interval: Duration::from_millis(config.expirer_poll_ms),
+            batch_size_max: config.expirer_batch_size_max,
+        };
+        let expirer = AbortOnDrop(tokio::spawn(expirer::run(pool.clone(), executor.clone(), expirer_limits, stopped)));
         // The recorder shared with query-service, so that both can run in one process (the end-to-end tests).
         let state = http::AppState { executor, pool, nats, prometheus: tally_edge::observe::recorder() };
         let router = http::router(state, authenticator, &config.edge);
         let listener = listen(config.listen_addr).with_context(|| format!("listen on {}", config.listen_addr))?;
-        Ok(App { listener, router, serve_limits: tally_edge::ServeLimits::from(&config.edge), appender })
+        let serve_limits = tally_edge::ServeLimits::from(&config.edge);
+        Ok(App { listener, router, serve_limits, appender, expirer, stop_expirer })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests, lets the appender drain its
-    /// queue and commit, and returns.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, stops the expirer (which releases
+    /// its lead), lets the appender drain its queue and commit, and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "command-service listening");
         tally_edge::serve(self.listener, self.router, self.serve_limits, shutdown).await;
+        self.stop_expirer.send_replace(true);
+        let mut expirer = self.expirer;
+        (&mut expirer.0).await.context("expirer task")?;
         self.appender.await.context("appender task")?;
         tracing::info!("command-service stopped");
         Ok(())

@@ -112,7 +112,7 @@ fn any_body(path: &str) -> Value {
             json!({"from_wallet_id": uuid::Uuid::now_v7(), "to_wallet_id": uuid::Uuid::now_v7(), "amount": "1"})
         }
         _ if path.ends_with("/freeze") || path.ends_with("/unfreeze") || path.ends_with("/close") => json!({}),
-        _ if path.ends_with("/reversal") => json!({}),
+        _ if path.ends_with("/reversal") || path.ends_with("/capture") || path.ends_with("/void") => json!({}),
         _ => json!({"amount": "1"}),
     }
 }
@@ -128,7 +128,7 @@ fn assert_problem(reply: &Reply, status: u16, code: &str) {
 async fn every_guarded_route_without_a_valid_token_is_401_with_a_bearer_challenge(pool: PgPool) {
     let secured = Secured::spawn(pool, &[]).await;
     let routes = guarded_routes();
-    assert_eq!(routes.len(), 12, "every command route is guarded");
+    assert_eq!(routes.len(), 15, "every command route is guarded");
 
     for (path, _) in &routes {
         let missing = secured.post(None, path, any_body(path)).await;

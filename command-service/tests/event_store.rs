@@ -165,6 +165,7 @@ impl TestBatch {
             owners: &[],
             answers: &answers,
             now: Utc::now(),
+            due: &[],
         };
         let mut connection = pool.acquire().await.unwrap();
         write_batch(&mut connection, &batch).await.unwrap()

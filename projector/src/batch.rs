@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_shared::asset::AssetEvent;
 use tally_shared::envelope::{Event, StreamId};
+use tally_shared::hold::{HoldEvent, HoldStatus};
 use tally_shared::money::Total;
 use tally_shared::transfer::TransferEvent;
 use tally_shared::wallet::{WalletEvent, WalletKind, WalletStatus};
@@ -23,6 +24,8 @@ pub enum FoldError {
     UnknownWallet { position: i64, wallet_id: Uuid },
     #[error("position {position}: posting of transfer {transfer_id}, which was never recorded")]
     UnknownTransfer { position: i64, transfer_id: Uuid },
+    #[error("position {position}: hold {hold_id} has an event but was never placed")]
+    UnknownHold { position: i64, hold_id: Uuid },
     #[error("position {position}: event {event_type} does not belong on stream {stream}")]
     WrongStream { position: i64, stream: String, event_type: &'static str },
     #[error("position {position}: a running total of the batch left the range of 128-bit units")]
@@ -61,6 +64,7 @@ pub struct PriorWallet {
     pub kind: String,
     pub status: String,
     pub balance: Decimal,
+    pub held: Decimal,
 }
 
 /// A transfer the batch posts legs of but did not record.
@@ -71,10 +75,12 @@ pub struct PriorTransfer {
 }
 
 /// What the batch needs from the read models before it can be folded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Prior {
     pub wallets: HashMap<Uuid, PriorWallet>,
     pub transfers: HashMap<Uuid, PriorTransfer>,
+    /// Holds the batch settles but did not place, as `rm_holds` has them.
+    pub holds: HashMap<Uuid, HoldRow>,
 }
 
 /// Ids whose [`Prior`] the batch needs: wallets with events but not opened in the batch, transfers with
@@ -83,6 +89,7 @@ pub struct Prior {
 pub struct Needs {
     pub wallet_ids: Vec<Uuid>,
     pub transfer_ids: Vec<Uuid>,
+    pub hold_ids: Vec<Uuid>,
 }
 
 pub fn needs(events: &[DecodedEvent]) -> Needs {
@@ -90,6 +97,8 @@ pub fn needs(events: &[DecodedEvent]) -> Needs {
     let mut recorded = std::collections::HashSet::new();
     let mut wallet_ids = std::collections::BTreeSet::new();
     let mut transfer_ids = std::collections::BTreeSet::new();
+    let mut placed = std::collections::HashSet::new();
+    let mut hold_ids = std::collections::BTreeSet::new();
     for event in events {
         match (&event.stream, &event.event) {
             (StreamId::Wallet(id), Event::Wallet(WalletEvent::WalletOpened(_))) => {
@@ -108,10 +117,20 @@ pub fn needs(events: &[DecodedEvent]) -> Needs {
             (StreamId::Transfer(id), Event::Transfer(TransferEvent::TransferRecorded(_))) => {
                 recorded.insert(id.0);
             }
+            (StreamId::Hold(id), Event::Hold(HoldEvent::HoldPlaced(_))) => {
+                placed.insert(id.0);
+            }
+            (StreamId::Hold(id), Event::Hold(_)) if !placed.contains(&id.0) => {
+                hold_ids.insert(id.0);
+            }
             _ => {}
         }
     }
-    Needs { wallet_ids: wallet_ids.into_iter().collect(), transfer_ids: transfer_ids.into_iter().collect() }
+    Needs {
+        wallet_ids: wallet_ids.into_iter().collect(),
+        transfer_ids: transfer_ids.into_iter().collect(),
+        hold_ids: hold_ids.into_iter().collect(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +144,9 @@ pub struct AssetRow {
     pub supply: Decimal,
     /// A sum over every user wallet: beyond `Decimal`'s range where the wallets' balances are not.
     pub user_balance_total: Total,
+    /// What the user wallets' active holds reserve.
+    pub held_total: Total,
+    pub active_hold_count: i64,
     pub wallet_count: i64,
     pub defined_at: DateTime<Utc>,
     pub position: i64,
@@ -137,6 +159,8 @@ pub struct AssetTotalsUpdate {
     /// Minus the treasury's last balance, if the treasury moved.
     pub supply: Option<Decimal>,
     pub user_balance_delta: Total,
+    pub held_delta: Total,
+    pub active_hold_delta: i64,
     pub wallet_count_delta: i64,
     pub position: i64,
 }
@@ -149,6 +173,7 @@ pub struct WalletRow {
     pub kind: String,
     pub status: String,
     pub balance: Decimal,
+    pub held: Decimal,
     pub overdraft_limit: Option<Decimal>,
     pub version: i64,
     pub position: i64,
@@ -163,6 +188,7 @@ pub struct WalletUpdate {
     pub wallet_id: Uuid,
     pub status: String,
     pub balance: Decimal,
+    pub held: Decimal,
     pub version: i64,
     pub position: i64,
     pub updated_at: DateTime<Utc>,
@@ -196,6 +222,7 @@ pub struct TransferRow {
     pub metadata: Option<serde_json::Value>,
     pub reverses: Option<Uuid>,
     pub reason: Option<String>,
+    pub hold_id: Option<Uuid>,
     pub idempotency_key: Option<String>,
     pub reversed_amount: Decimal,
     pub position: i64,
@@ -218,6 +245,27 @@ pub struct ReversalRow {
     pub fee: Decimal,
     pub position: i64,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// A hold as `rm_holds` shows it: placed, or as its last event in the batch left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldRow {
+    pub hold_id: Uuid,
+    pub wallet_id: Uuid,
+    pub asset: String,
+    pub amount: Decimal,
+    pub captured: Decimal,
+    pub released: Decimal,
+    pub status: &'static str,
+    pub expires_at: DateTime<Utc>,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub captures: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    pub placed_position: i64,
+    pub position: i64,
 }
 
 /// Principal moved and transfers counted, per asset and kind, in this batch.
@@ -243,6 +291,8 @@ pub struct Writes {
     pub reversed_deltas: Vec<(Uuid, Decimal)>,
     pub reversals: Vec<ReversalRow>,
     pub volumes: Vec<VolumeDelta>,
+    /// Every hold the batch placed or settled, as it left it (written whole: inserted or replaced).
+    pub holds: Vec<HoldRow>,
     /// Position of the batch's last event: the checkpoint after it.
     pub last_position: i64,
 }
@@ -251,6 +301,8 @@ pub struct Writes {
 struct AssetTotals {
     supply: Option<Decimal>,
     user_balance_delta: Total,
+    held_delta: Total,
+    active_hold_delta: i64,
     wallet_count_delta: i64,
     position: i64,
 }
@@ -271,6 +323,7 @@ struct Fold {
     reversed_deltas: BTreeMap<Uuid, Decimal>,
     reversals: Vec<ReversalRow>,
     volumes: BTreeMap<(String, &'static str), (Total, i64)>,
+    holds: BTreeMap<Uuid, HoldRow>,
 }
 
 fn status_str(status: WalletStatus) -> String {
@@ -319,6 +372,8 @@ impl Fold {
                         fees_wallet_id: system.fees.0,
                         supply: zero,
                         user_balance_total: Total::from(zero),
+                        held_total: Total::from(zero),
+                        active_hold_count: 0,
                         wallet_count: 0,
                         defined_at: event.recorded_at,
                         position,
@@ -333,6 +388,7 @@ impl Fold {
                     kind: opened.kind.as_str().to_owned(),
                     status: status_str(WalletStatus::Active),
                     balance: tally_shared::wallet::zero_at(opened.scale),
+                    held: tally_shared::wallet::zero_at(opened.scale),
                     overdraft_limit: opened.overdraft_limit,
                     version: event.version,
                     position,
@@ -362,6 +418,26 @@ impl Fold {
                             _ => WalletStatus::Active,
                         };
                         state.row.status = status_str(status);
+                        return Ok(());
+                    }
+                    WalletEvent::WalletHoldPlaced(placed) => {
+                        let held_before = std::mem::replace(&mut state.row.held, placed.held_after);
+                        let totals = self.totals.entry(state.row.asset.clone()).or_default();
+                        let out_of_range = |_| FoldError::TotalOutOfRange { position };
+                        totals.held_delta.add(placed.held_after).map_err(out_of_range)?;
+                        totals.held_delta.sub(held_before).map_err(out_of_range)?;
+                        totals.active_hold_delta += 1;
+                        totals.position = position;
+                        return Ok(());
+                    }
+                    WalletEvent::WalletHoldSettled(settled) => {
+                        let held_before = std::mem::replace(&mut state.row.held, settled.held_after);
+                        let totals = self.totals.entry(state.row.asset.clone()).or_default();
+                        let out_of_range = |_| FoldError::TotalOutOfRange { position };
+                        totals.held_delta.add(settled.held_after).map_err(out_of_range)?;
+                        totals.held_delta.sub(held_before).map_err(out_of_range)?;
+                        totals.active_hold_delta -= i64::from(settled.resolved);
+                        totals.position = position;
                         return Ok(());
                     }
                     WalletEvent::WalletOpened(_) => unreachable!("matched above"),
@@ -442,6 +518,7 @@ impl Fold {
                         metadata: null_to_none(&recorded.metadata),
                         reverses: recorded.reverses.map(|id| id.0),
                         reason: recorded.reason.clone(),
+                        hold_id: recorded.hold_id.map(|id| id.0),
                         idempotency_key: event.idempotency_key.clone(),
                         reversed_amount: tally_shared::wallet::zero_at(recorded.scale),
                         position,
@@ -463,11 +540,49 @@ impl Fold {
                     None => *self.reversed_deltas.entry(transfer_id.0).or_default() += reversed.amount,
                 }
             }
+            (StreamId::Hold(hold_id), Event::Hold(HoldEvent::HoldPlaced(placed))) => {
+                let zero = tally_shared::wallet::zero_at(placed.scale);
+                let row = HoldRow {
+                    hold_id: hold_id.0,
+                    wallet_id: placed.wallet_id.0,
+                    asset: placed.asset.to_string(),
+                    amount: placed.amount,
+                    captured: zero,
+                    released: zero,
+                    status: HoldStatus::Active.as_str(),
+                    expires_at: placed.expires_at,
+                    reference: placed.reference.clone(),
+                    metadata: null_to_none(&placed.metadata),
+                    captures: Vec::new(),
+                    created_at: placed.placed_at,
+                    resolved_at: None,
+                    version: event.version,
+                    placed_position: position,
+                    position,
+                };
+                self.holds.insert(hold_id.0, row);
+            }
+            (StreamId::Hold(hold_id), Event::Hold(hold_event)) => {
+                let row = match self.holds.entry(hold_id.0) {
+                    std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(entry) => {
+                        let known = prior
+                            .holds
+                            .get(&hold_id.0)
+                            .ok_or(FoldError::UnknownHold { position, hold_id: hold_id.0 })?;
+                        entry.insert(known.clone())
+                    }
+                };
+                settle(row, hold_event);
+                row.version = event.version;
+                row.position = position;
+            }
             (stream, event) => {
                 let event_type = match event {
                     Event::Asset(_) => "an asset event",
                     Event::Wallet(_) => "a wallet event",
                     Event::Transfer(_) => "a transfer event",
+                    Event::Hold(_) => "a hold event",
                 };
                 return Err(FoldError::WrongStream { position, stream: stream.to_string(), event_type });
             }
@@ -488,6 +603,11 @@ impl Fold {
                         .user_balance_total
                         .add_total(totals.user_balance_delta)
                         .map_err(|_| FoldError::TotalOutOfRange { position: totals.position })?;
+                    asset
+                        .held_total
+                        .add_total(totals.held_delta)
+                        .map_err(|_| FoldError::TotalOutOfRange { position: totals.position })?;
+                    asset.active_hold_count += totals.active_hold_delta;
                     asset.wallet_count += totals.wallet_count_delta;
                     asset.position = asset.position.max(totals.position);
                 }
@@ -495,6 +615,8 @@ impl Fold {
                     code,
                     supply: totals.supply,
                     user_balance_delta: totals.user_balance_delta,
+                    held_delta: totals.held_delta,
+                    active_hold_delta: totals.active_hold_delta,
                     wallet_count_delta: totals.wallet_count_delta,
                     position: totals.position,
                 }),
@@ -510,6 +632,7 @@ impl Fold {
                     wallet_id: row.wallet_id,
                     status: row.status,
                     balance: row.balance,
+                    held: row.held,
                     version: row.version,
                     position: row.position,
                     updated_at: row.updated_at,
@@ -526,7 +649,31 @@ impl Fold {
             .into_iter()
             .map(|((asset, kind), (volume, transfer_count))| VolumeDelta { asset, kind, volume, transfer_count })
             .collect();
+        writes.holds = self.holds.into_values().collect();
         Ok(writes)
+    }
+}
+
+/// A capture, a void or an expiry, on the hold's row: copied from the event, the sums kept.
+fn settle(row: &mut HoldRow, event: &HoldEvent) {
+    match event {
+        HoldEvent::HoldPlaced(_) => unreachable!("placed holds get a row of their own"),
+        HoldEvent::HoldCaptured(captured) => {
+            row.captured += captured.amount;
+            row.released += captured.released;
+            row.captures.push(captured.transfer_id.0);
+            if captured.is_final {
+                row.status = HoldStatus::Captured.as_str();
+                row.resolved_at = Some(captured.captured_at);
+            }
+        }
+        HoldEvent::HoldVoided(released) | HoldEvent::HoldExpired(released) => {
+            row.released += released.released;
+            let status =
+                if matches!(event, HoldEvent::HoldVoided(_)) { HoldStatus::Voided } else { HoldStatus::Expired };
+            row.status = status.as_str();
+            row.resolved_at = Some(released.released_at);
+        }
     }
 }
 
@@ -550,6 +697,7 @@ fn wallet_state<'a>(
                 kind: known.kind.clone(),
                 status: known.status.clone(),
                 balance: known.balance,
+                held: known.held,
                 overdraft_limit: None,
                 version: 0,
                 position,
@@ -674,6 +822,7 @@ mod tests {
                     kind: "user".into(),
                     status: "active".into(),
                     balance: Decimal::from_str("0.00").unwrap(),
+                    held: Decimal::from_str("0.00").unwrap(),
                 },
             )]),
             transfers: HashMap::from([(
@@ -683,8 +832,9 @@ mod tests {
                     balances: fold(first, &Prior::default()).unwrap().new_transfers[0].balances.clone(),
                 },
             )]),
+            holds: HashMap::new(),
         };
-        assert_eq!(needs(second), Needs { wallet_ids: vec![id(10)], transfer_ids: vec![id(100)] });
+        assert_eq!(needs(second), Needs { wallet_ids: vec![id(10)], transfer_ids: vec![id(100)], hold_ids: vec![] });
 
         let rest = fold(second, &prior).unwrap();
 
@@ -706,9 +856,11 @@ mod tests {
                     kind: "user".into(),
                     status: "active".into(),
                     balance: Decimal::ZERO,
+                    held: Decimal::ZERO,
                 },
             )]),
             transfers: HashMap::new(),
+            holds: HashMap::new(),
         };
 
         let error = fold(last, &prior).unwrap_err();

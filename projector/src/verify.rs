@@ -4,7 +4,9 @@
 //!
 //! Checks, each a [`Check`]: stored events decode and follow their stream's state; versions run 1, 2, 3… per
 //! stream; every hash chain recomputes; postings add up (`balance_after` = before ± amount) and never go below
-//! the wallet's limit; every transfer's debits equal its credits and its legs; every asset sums to zero; the
+//! the wallet's limit (debits against what holds leave available); every transfer's debits equal its credits
+//! and its legs; every asset sums to zero; holds (SPEC §8) are resolved at most once, never captured at or after
+//! `expires_at`, add up once resolved, and each wallet's `held` is what its active holds have left; the
 //! `streams` snapshots equal the replay; and the read models equal the replay up to their checkpoint.
 //!
 //! The expected read models are computed here from the replayed states, independently of the projector's own
@@ -21,6 +23,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
 use tally_shared::asset::{Asset, AssetEvent};
 use tally_shared::envelope::{canonical_json, canonical_time, Change, Event, HashedFields, StreamId, GENESIS_HASH};
+use tally_shared::hold::{Hold, HoldEvent, HoldStatus};
 use tally_shared::ledger::World;
 use tally_shared::money::Total;
 use tally_shared::transfer::{Transfer, TransferEvent};
@@ -49,6 +52,9 @@ pub enum Check {
     TransferBalance,
     /// An asset whose wallets do not sum to zero.
     ZeroSum,
+    /// A hold resolved twice, captured at or after its `expires_at`, over-settled, or a wallet whose `held`
+    /// is not what its active holds have left.
+    Holds,
     /// A `streams` snapshot that differs from the replay.
     Snapshot,
     /// A read-model row that differs from the replay.
@@ -306,6 +312,16 @@ impl Replay {
                 return None;
             }
         };
+        if let Some(violation) = self.hold_violation(&decoded.stream, &decoded.event) {
+            self.findings.push(Finding {
+                check: Check::Holds,
+                detail: format!("{} at position {}: {violation}", row.stream_id, row.position),
+            });
+            if let Some(stream) = self.streams.get_mut(&row.stream_id) {
+                stream.broken = true;
+            }
+            return None;
+        }
         if let Err(reason) = self.can_follow(&decoded.stream, &decoded.event) {
             self.break_stream(&row.stream_id, format!("{} at position {}: {reason}", row.stream_id, row.position));
             return None;
@@ -345,7 +361,54 @@ impl Replay {
                     (false, TransferEvent::TransferReversed(_)) => Err("reversal of an unrecorded transfer".to_owned()),
                 }
             }
+            (StreamId::Hold(id), Event::Hold(hold_event)) => {
+                let placed = matches!(self.world.holds.get(id), Some(Hold::Placed(_)));
+                match (placed, hold_event) {
+                    (true, HoldEvent::HoldPlaced(_)) => Err("hold placed twice".to_owned()),
+                    (false, HoldEvent::HoldPlaced(_)) | (true, _) => Ok(()),
+                    (false, _) => Err("hold event before HoldPlaced".to_owned()),
+                }
+            }
             _ => Err("event of another stream kind".to_owned()),
+        }
+    }
+
+    /// What a hold event breaks, if anything: a hold is resolved at most once, never captured at or after its
+    /// `expires_at`, never settles more than remains, and a final settlement leaves nothing.
+    fn hold_violation(&self, stream: &StreamId, event: &Event) -> Option<String> {
+        let (StreamId::Hold(id), Event::Hold(event)) = (stream, event) else { return None };
+        let Some(Hold::Placed(hold)) = self.world.holds.get(id) else { return None };
+        if hold.status != HoldStatus::Active {
+            return Some(format!("an event of hold {id} after it was {}", hold.status.as_str()));
+        }
+        let remaining = hold.remaining();
+        match event {
+            HoldEvent::HoldPlaced(_) => None,
+            HoldEvent::HoldCaptured(captured) => {
+                if captured.captured_at >= hold.expires_at {
+                    return Some(format!(
+                        "capture of hold {id} at {}, at or after its expires_at {}",
+                        captured.captured_at, hold.expires_at
+                    ));
+                }
+                let left = remaining - captured.amount;
+                let released_ok =
+                    if captured.is_final { captured.released == left } else { captured.released.is_zero() };
+                (captured.amount <= Decimal::ZERO || left < Decimal::ZERO || !released_ok).then(|| {
+                    format!(
+                        "capture of {} releasing {} from hold {id} with {remaining} remaining",
+                        captured.amount, captured.released
+                    )
+                })
+            }
+            HoldEvent::HoldVoided(released) | HoldEvent::HoldExpired(released) => {
+                let early = matches!(event, HoldEvent::HoldExpired(_)) && released.released_at < hold.expires_at;
+                if early {
+                    return Some(format!("hold {id} expired at {}, before {}", released.released_at, hold.expires_at));
+                }
+                (released.released != remaining)
+                    .then(|| format!("hold {id} released {} with {remaining} remaining", released.released))
+            }
         }
     }
 
@@ -390,6 +453,10 @@ impl Replay {
                 let (posting, direction) = match wallet_event {
                     WalletEvent::WalletDebited(posting) => (posting, "debit"),
                     WalletEvent::WalletCredited(posting) => (posting, "credit"),
+                    WalletEvent::WalletHoldPlaced(_) | WalletEvent::WalletHoldSettled(_) => {
+                        self.expect_held(row, *id, wallet_event);
+                        return None;
+                    }
                     _ => return None,
                 };
                 let Some(Wallet::Open(open)) = self.world.wallets.get(id).cloned() else { return None };
@@ -403,10 +470,12 @@ impl Replay {
                     self.finding(Check::Arithmetic, detail);
                 }
                 if let Some(limit) = open.overdraft_limit {
-                    if posting.balance_after < -limit {
+                    // A debit is decided against what holds leave available; a credit only adds.
+                    let available = posting.balance_after - open.held;
+                    if direction == "debit" && available < -limit {
                         let detail = format!(
-                            "wallet {id} version {}: balance {} below its limit of -{limit}",
-                            row.version, posting.balance_after
+                            "wallet {id} version {}: {} available (balance {}, held {}) below its limit of -{limit}",
+                            row.version, available, posting.balance_after, open.held
                         );
                         self.finding(Check::Limit, detail);
                     }
@@ -488,6 +557,7 @@ impl Replay {
                 put("metadata", json_text(Some(&recorded.metadata)));
                 put("reverses", optional(recorded.reverses));
                 put("reason", optional(recorded.reason.as_ref()));
+                put("hold_id", optional(recorded.hold_id));
                 put("idempotency_key", optional(idempotency_key));
                 put("recorded_at", canonical_time(at));
                 if let Some(reference) = &recorded.reference {
@@ -525,8 +595,82 @@ impl Replay {
         }
     }
 
+    /// Checks a change of a wallet's `held`: its arithmetic, and that what stays available is within the limit.
+    fn expect_held(&mut self, row: &EventRow, id: tally_shared::wallet::WalletId, event: &WalletEvent) {
+        let Some(Wallet::Open(open)) = self.world.wallets.get(&id).cloned() else { return };
+        let (expected_after, held_after, grows) = match event {
+            WalletEvent::WalletHoldPlaced(placed) => (open.held + placed.amount, placed.held_after, true),
+            WalletEvent::WalletHoldSettled(settled) => {
+                (open.held - settled.captured - settled.released, settled.held_after, false)
+            }
+            _ => return,
+        };
+        if held_after != expected_after || held_after < Decimal::ZERO {
+            let detail = format!(
+                "wallet {id} version {}: held {} becomes {held_after}, the amounts say {expected_after}",
+                row.version, open.held
+            );
+            self.finding(Check::Arithmetic, detail);
+        }
+        if let (true, Some(limit)) = (grows, open.overdraft_limit) {
+            if open.balance - held_after < -limit {
+                let detail = format!(
+                    "wallet {id} version {}: a hold leaves {} available, below its limit of -{limit}",
+                    row.version,
+                    open.balance - held_after
+                );
+                self.finding(Check::Limit, detail);
+            }
+        }
+        self.asset_positions.insert(open.asset.to_string(), row.position);
+    }
+
+    /// Every wallet's `held` is what its active holds have left, and resolved holds add up to their amount.
+    fn finish_hold_invariants(&mut self) {
+        let mut remaining: HashMap<tally_shared::wallet::WalletId, (Decimal, u32)> = HashMap::new();
+        let mut details = Vec::new();
+        for hold in self.world.holds.values() {
+            let Hold::Placed(hold) = hold else { continue };
+            if hold.captured > hold.amount || hold.captured + hold.released > hold.amount {
+                details.push(format!(
+                    "hold {}: captured {} and released {} of {}",
+                    hold.hold_id, hold.captured, hold.released, hold.amount
+                ));
+            }
+            if hold.status == HoldStatus::Active {
+                let entry = remaining.entry(hold.wallet_id).or_default();
+                entry.0 += hold.remaining();
+                entry.1 += 1;
+            } else if hold.captured + hold.released != hold.amount {
+                details.push(format!(
+                    "hold {} is {} with {} captured and {} released of {}",
+                    hold.hold_id,
+                    hold.status.as_str(),
+                    hold.captured,
+                    hold.released,
+                    hold.amount
+                ));
+            }
+        }
+        for (id, wallet) in &self.world.wallets {
+            let Wallet::Open(open) = wallet else { continue };
+            let (held, active) = remaining.get(id).copied().unwrap_or_default();
+            if open.held != held || open.active_holds != active {
+                details.push(format!(
+                    "wallet {id}: held {} in {} active holds, its holds have {held} left in {active}",
+                    open.held, open.active_holds
+                ));
+            }
+        }
+        details.sort();
+        for detail in details {
+            self.finding(Check::Holds, detail);
+        }
+    }
+
     /// Invariants over the whole log: balanced transfers and zero sum per asset.
     fn finish_invariants(&mut self) {
+        self.finish_hold_invariants();
         let mut unbalanced = Vec::new();
         for (transfer_id, transfer) in &self.transfers {
             if transfer.debits != transfer.credits
@@ -645,6 +789,7 @@ async fn compare_read_models(connection: &mut PgConnection, replay: &mut Replay)
     compare_wallets(connection, replay).await?;
     compare_assets(connection, replay).await?;
     compare_transfers(connection, replay).await?;
+    compare_holds(connection, replay).await?;
     let history_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_wallet_history")
         .fetch_one(&mut *connection)
         .await
@@ -662,7 +807,7 @@ async fn compare_wallets(connection: &mut PgConnection, replay: &mut Replay) -> 
     let mut seen = std::collections::HashSet::new();
     let mut rows = sqlx::query(
         "SELECT wallet_id, owner_id, asset, kind, status, balance::text, overdraft_limit::text, version::text,
-             position::text, metadata, opened_at, updated_at
+             position::text, metadata, opened_at, updated_at, held::text
          FROM rm_wallets",
     )
     .fetch(&mut *connection);
@@ -683,6 +828,7 @@ async fn compare_wallets(connection: &mut PgConnection, replay: &mut Replay) -> 
             ("kind", column_text(&row, "kind")?),
             ("status", column_text(&row, "status")?),
             ("balance", column_text(&row, "balance")?),
+            ("held", column_text(&row, "held")?),
             ("overdraft_limit", column_text(&row, "overdraft_limit")?),
             ("version", column_text(&row, "version")?),
             ("position", column_text(&row, "position")?),
@@ -696,6 +842,7 @@ async fn compare_wallets(connection: &mut PgConnection, replay: &mut Replay) -> 
             ("kind", open.kind.as_str().to_owned()),
             ("status", open.status.as_str().to_owned()),
             ("balance", text(open.balance)),
+            ("held", text(open.held)),
             ("overdraft_limit", optional(open.overdraft_limit)),
             ("version", text(expected.version)),
             ("position", text(expected.position)),
@@ -723,6 +870,7 @@ async fn compare_assets(connection: &mut PgConnection, replay: &mut Replay) -> a
         let Asset::Defined(definition) = asset else { continue };
         let zero = tally_shared::wallet::zero_at(definition.scale);
         let (mut user_total, mut wallet_count, mut treasury_balance) = (Total::from(zero), 0_i64, zero);
+        let (mut held_total, mut active_holds) = (Total::from(zero), 0_i64);
         for wallet in replay.world.wallets.values() {
             let Wallet::Open(open) = wallet else { continue };
             if open.asset != *code {
@@ -737,6 +885,13 @@ async fn compare_assets(connection: &mut PgConnection, replay: &mut Replay) -> a
                         });
                     }
                     wallet_count += 1;
+                    if held_total.add(open.held).is_err() {
+                        findings.push(Finding {
+                            check: Check::ReadModel,
+                            detail: format!("asset {code}: the held total left the range of 128-bit units"),
+                        });
+                    }
+                    active_holds += i64::from(open.active_holds);
                 }
                 WalletKind::Treasury => treasury_balance = open.balance,
                 WalletKind::Revenue | WalletKind::Fees => {}
@@ -754,6 +909,8 @@ async fn compare_assets(connection: &mut PgConnection, replay: &mut Replay) -> a
                 ("supply", text(negate(treasury_balance))),
                 ("user_balance_total", text(user_total)),
                 ("wallet_count", text(wallet_count)),
+                ("held_total", text(held_total)),
+                ("active_hold_count", text(active_holds)),
                 (
                     "defined_at",
                     replay.asset_defined_at.get(code.as_str()).map(|at| canonical_time(*at)).unwrap_or_default(),
@@ -765,7 +922,7 @@ async fn compare_assets(connection: &mut PgConnection, replay: &mut Replay) -> a
     let rows = sqlx::query(
         "SELECT code, scale::text, cash_in_fee, treasury_wallet_id::text, revenue_wallet_id::text,
              fees_wallet_id::text, supply::text, user_balance_total::text, wallet_count::text, defined_at,
-             position::text
+             position::text, held_total::text, active_hold_count::text
          FROM rm_assets",
     )
     .fetch_all(&mut *connection)
@@ -822,7 +979,8 @@ async fn compare_transfers(connection: &mut PgConnection, replay: &mut Replay) -
     let mut seen = std::collections::HashSet::new();
     let mut rows = sqlx::query(
         "SELECT transfer_id, kind, asset, amount::text, fee::text, legs, balances, reference, metadata,
-             reverses::text, reason, idempotency_key, reversed_amount::text, position::text, recorded_at
+             reverses::text, reason, hold_id::text, idempotency_key, reversed_amount::text, position::text,
+             recorded_at
          FROM rm_transfers",
     )
     .fetch(&mut *connection);
@@ -857,6 +1015,7 @@ async fn compare_transfers(connection: &mut PgConnection, replay: &mut Replay) -
             "metadata",
             "reverses",
             "reason",
+            "hold_id",
             "idempotency_key",
             "recorded_at",
         ] {
@@ -875,6 +1034,7 @@ async fn compare_transfers(connection: &mut PgConnection, replay: &mut Replay) -
             ("metadata", column_json(&row, "metadata")?),
             ("reverses", column_text(&row, "reverses")?),
             ("reason", column_text(&row, "reason")?),
+            ("hold_id", column_text(&row, "hold_id")?),
             ("idempotency_key", column_text(&row, "idempotency_key")?),
             ("recorded_at", column_time(&row, "recorded_at")?),
             ("reference", column_text(&row, "reference")?),
@@ -914,6 +1074,79 @@ async fn compare_transfers(connection: &mut PgConnection, replay: &mut Replay) -
     for (transfer_id, reversal_id) in reversals.keys() {
         let detail = format!("rm_transfer_reversals {transfer_id} {reversal_id}: missing");
         findings.push(Finding { check: Check::ReadModel, detail });
+    }
+    replay.findings.extend(findings);
+    Ok(())
+}
+
+/// Compares `rm_holds` with the replayed holds.
+async fn compare_holds(connection: &mut PgConnection, replay: &mut Replay) -> anyhow::Result<()> {
+    let mut findings = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = sqlx::query(
+        "SELECT hold_id, wallet_id::text, asset, amount::text, captured::text, released::text, status, expires_at,
+             reference, metadata, captures, created_at, resolved_at, version::text, position::text
+         FROM rm_holds",
+    )
+    .fetch(&mut *connection);
+    while let Some(row) = rows.try_next().await.context("read rm_holds")? {
+        let hold_id: Uuid = row.try_get("hold_id")?;
+        seen.insert(hold_id);
+        let what = format!("rm_holds {hold_id}");
+        let id = tally_shared::hold::HoldId(hold_id);
+        let (Some(Hold::Placed(hold)), Some(stream)) =
+            (replay.world.holds.get(&id), replay.streams.get(&StreamId::Hold(id).to_string()))
+        else {
+            findings.push(Finding { check: Check::ReadModel, detail: format!("{what}: no such hold in the log") });
+            continue;
+        };
+        let resolved_at: Option<DateTime<Utc>> = row.try_get("resolved_at")?;
+        let stored = vec![
+            ("wallet_id", column_text(&row, "wallet_id")?),
+            ("asset", column_text(&row, "asset")?),
+            ("amount", column_text(&row, "amount")?),
+            ("captured", column_text(&row, "captured")?),
+            ("released", column_text(&row, "released")?),
+            ("status", column_text(&row, "status")?),
+            ("expires_at", column_time(&row, "expires_at")?),
+            ("reference", column_text(&row, "reference")?),
+            ("metadata", column_json(&row, "metadata")?),
+            ("captures", column_json(&row, "captures")?),
+            ("created_at", column_time(&row, "created_at")?),
+            ("resolved_at", resolved_at.map_or_else(|| "NULL".to_owned(), canonical_time)),
+            ("version", column_text(&row, "version")?),
+            ("position", column_text(&row, "position")?),
+        ];
+        let captures: Vec<String> = hold.captures.iter().map(ToString::to_string).collect();
+        let wanted = vec![
+            ("wallet_id", text(hold.wallet_id)),
+            ("asset", hold.asset.to_string()),
+            ("amount", text(hold.amount)),
+            ("captured", text(hold.captured)),
+            ("released", text(hold.released)),
+            ("status", hold.status.as_str().to_owned()),
+            ("expires_at", canonical_time(hold.expires_at)),
+            ("reference", optional(hold.reference.as_ref())),
+            ("metadata", json_text(Some(&hold.metadata))),
+            ("captures", canonical_json(&serde_json::json!(captures))),
+            ("created_at", canonical_time(hold.created_at)),
+            ("resolved_at", hold.resolved_at.map_or_else(|| "NULL".to_owned(), canonical_time)),
+            ("version", text(stream.version)),
+            ("position", text(stream.position)),
+        ];
+        diff_columns(&mut findings, &what, &stored, &wanted);
+    }
+    drop(rows);
+    let mut missing: Vec<Uuid> = replay
+        .world
+        .holds
+        .iter()
+        .filter(|(id, hold)| matches!(hold, Hold::Placed(_)) && !seen.contains(&id.0))
+        .map(|(id, _)| id.0)
+        .collect();
+    missing.sort();
+    for hold_id in missing {
+        findings.push(Finding { check: Check::ReadModel, detail: format!("rm_holds {hold_id}: missing") });
     }
     replay.findings.extend(findings);
     Ok(())
@@ -1005,6 +1238,14 @@ fn state_difference(world: &World, stream_id: &str, state: serde_json::Value) ->
                 Err(error) => return unreadable(error),
             };
             let replayed = world.transfers.get(&id).cloned().unwrap_or_default();
+            (stored != replayed).then(|| differs(&stored, &replayed)).flatten()
+        }
+        StreamId::Hold(id) => {
+            let stored: Hold = match serde_json::from_value(state) {
+                Ok(stored) => stored,
+                Err(error) => return unreadable(error),
+            };
+            let replayed = world.holds.get(&id).cloned().unwrap_or_default();
             (stored != replayed).then(|| differs(&stored, &replayed)).flatten()
         }
     }

@@ -99,6 +99,8 @@ pub struct BalanceAt {
     /// The wallet stream's version at that moment; 0 before the wallet was opened.
     pub version: i64,
     pub balance: Decimal,
+    /// What the wallet's active holds reserved at that moment: the `held_after` of its last hold event.
+    pub held: Decimal,
     /// The debit or credit that set `balance`; `None` when nothing had moved yet (the balance is zero).
     pub posting: Option<Posting>,
 }
@@ -120,10 +122,14 @@ struct BalanceRow {
     posting_recorded_at: Option<DateTime<Utc>>,
     posting_type: Option<String>,
     posting_data: Option<String>,
+    held_version: Option<i64>,
+    held_type: Option<String>,
+    held_data: Option<String>,
 }
 
 /// The balance of wallet stream `stream_id` at `moment`: the `balance_after` of its last `WalletDebited` or
-/// `WalletCredited` event at or before it, zero if none; `None` if the stream does not exist. SQL only finds
+/// `WalletCredited` event at or before it, zero if none, and what was held then (the `held_after` of its last
+/// `WalletHoldPlaced` or `WalletHoldSettled`); `None` if the stream does not exist. SQL only finds
 /// the events (by type, version and position); their data is read in Rust, through the upcaster
 /// ([`Event::from_stored_text`]), as every other read of event data is.
 ///
@@ -167,7 +173,8 @@ pub async fn balance_at(
          SELECT opened.opened_type, opened.opened_data, reached.version,
                 posting.version AS posting_version, posting.position AS posting_position,
                 posting.recorded_at AS posting_recorded_at, posting.event_type AS posting_type,
-                posting.data AS posting_data
+                posting.data AS posting_data, held.version AS held_version, held.event_type AS held_type,
+                held.data AS held_data
          FROM opened
          CROSS JOIN reached
          LEFT JOIN LATERAL (
@@ -177,7 +184,15 @@ pub async fn balance_at(
                AND e.event_type IN ('WalletDebited', 'WalletCredited')
              ORDER BY e.version DESC
              LIMIT 1
-         ) posting ON true",
+         ) posting ON true
+         LEFT JOIN LATERAL (
+             SELECT e.version, e.event_type, e.data::text AS data
+             FROM events e
+             WHERE e.stream_id = $1 AND e.version <= reached.version
+               AND e.event_type IN ('WalletHoldPlaced', 'WalletHoldSettled')
+             ORDER BY e.version DESC
+             LIMIT 1
+         ) held ON true",
     )
     .bind(stream_id)
     .bind(position)
@@ -206,5 +221,14 @@ pub async fn balance_at(
         }
         _ => (Decimal::ZERO, None),
     };
-    Ok(Some(BalanceAt { asset: opened.asset.to_string(), scale: opened.scale, version: row.version, balance, posting }))
+    let held = match (row.held_type, row.held_data, row.held_version) {
+        (Some(event_type), Some(data), Some(version)) => match read(&event_type, &data, version)? {
+            Event::Wallet(WalletEvent::WalletHoldPlaced(placed)) => placed.held_after,
+            Event::Wallet(WalletEvent::WalletHoldSettled(settled)) => settled.held_after,
+            other => bail!("{stream_id} v{version} changes no hold: {other:?}"),
+        },
+        _ => Decimal::ZERO,
+    };
+    let (asset, scale, version) = (opened.asset.to_string(), opened.scale, row.version);
+    Ok(Some(BalanceAt { asset, scale, version, balance, held, posting }))
 }

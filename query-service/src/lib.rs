@@ -16,6 +16,7 @@ pub mod connections;
 pub mod cursor;
 pub mod database;
 pub mod event_log;
+pub mod hold_reads;
 pub mod http;
 pub mod read_models;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use tally_shared::api::{
     AssetView, BalanceView, FeePolicyView, HistoryEntryView, LegView, ReversalView, TransferView, WalletView,
 };
 use tally_shared::asset::{FeePolicy, SystemWallets};
+use tally_shared::hold::HoldId;
 use tally_shared::money::{Scale, StoredDecimal};
 use tally_shared::transfer::{TransferId, TransferKind};
 use tally_shared::wallet::WalletId;
@@ -46,7 +47,7 @@ pub async fn checkpoint(connection: &mut PgConnection) -> anyhow::Result<i64> {
 const ASSET_SELECT: &str = "
     SELECT a.code, a.scale, a.cash_in_fee, a.treasury_wallet_id, a.revenue_wallet_id, a.fees_wallet_id,
            round(a.supply, a.scale)::text AS supply, round(a.user_balance_total, a.scale)::text AS user_balance_total,
-           a.wallet_count,
+           a.wallet_count, round(a.held_total, a.scale)::text AS held_total, a.active_hold_count,
            ARRAY(SELECT v.kind FROM rm_asset_volumes v WHERE v.asset = a.code ORDER BY v.kind) AS volume_kinds,
            ARRAY(SELECT round(v.volume, a.scale)::text FROM rm_asset_volumes v WHERE v.asset = a.code ORDER BY v.kind)
                AS volumes
@@ -63,6 +64,8 @@ struct AssetRow {
     supply: String,
     user_balance_total: String,
     wallet_count: i64,
+    held_total: String,
+    active_hold_count: i64,
     volume_kinds: Vec<String>,
     volumes: Vec<String>,
 }
@@ -89,6 +92,8 @@ impl AssetRow {
             },
             supply: self.supply,
             user_balance_total: self.user_balance_total,
+            held_total: self.held_total,
+            active_hold_count: self.active_hold_count,
             wallet_count: self.wallet_count,
             volume_by_kind,
         })
@@ -127,7 +132,7 @@ pub async fn asset(connection: &mut PgConnection, code: &str) -> anyhow::Result<
 // ---- Wallets -------------------------------------------------------------------------------------
 
 const WALLET_SELECT: &str = "
-    SELECT w.wallet_id, w.owner_id, w.asset, w.kind, w.status, w.balance, w.overdraft_limit, w.version,
+    SELECT w.wallet_id, w.owner_id, w.asset, w.kind, w.status, w.balance, w.held, w.overdraft_limit, w.version,
            w.metadata, w.opened_at, w.updated_at, a.scale
     FROM rm_wallets w JOIN rm_assets a ON a.code = w.asset";
 
@@ -139,6 +144,7 @@ struct WalletRow {
     kind: String,
     status: String,
     balance: Decimal,
+    held: Decimal,
     overdraft_limit: Option<Decimal>,
     version: i64,
     metadata: Option<serde_json::Value>,
@@ -157,6 +163,8 @@ impl WalletRow {
             kind: self.kind,
             status: self.status,
             balance: scale.format(self.balance),
+            held: scale.format(self.held),
+            available: scale.format(self.balance - self.held),
             overdraft_limit: self.overdraft_limit.map(|limit| scale.format(limit)),
             version: self.version,
             metadata: self.metadata.unwrap_or(serde_json::Value::Null),
@@ -273,7 +281,7 @@ pub async fn wallet_history(
 
 const TRANSFER_SELECT: &str = "
     SELECT t.transfer_id, t.kind, t.asset, t.amount, t.fee, t.legs, t.balances, t.reference, t.metadata,
-           t.reverses, t.reason, t.position, t.recorded_at, a.scale,
+           t.reverses, t.reason, t.hold_id, t.position, t.recorded_at, a.scale,
            COALESCE((
                SELECT jsonb_agg(jsonb_build_object('transfer_id', r.reversal_id, 'amount', r.amount::text,
                                                    'fee', r.fee::text, 'position', r.position,
@@ -299,6 +307,7 @@ struct TransferRow {
     metadata: Option<serde_json::Value>,
     reverses: Option<Uuid>,
     reason: Option<String>,
+    hold_id: Option<Uuid>,
     position: i64,
     recorded_at: DateTime<Utc>,
     scale: i32,
@@ -363,6 +372,8 @@ impl TransferRow {
             metadata: self.metadata.unwrap_or(serde_json::Value::Null),
             reverses: self.reverses.map(TransferId),
             reason: self.reason,
+            hold_id: self.hold_id.map(HoldId),
+            hold: None,
             position: self.position,
             recorded_at: self.recorded_at,
             reversals: Some(

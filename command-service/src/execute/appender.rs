@@ -395,7 +395,9 @@ fn minted_streams(command: &Command) -> Vec<StreamId> {
             let system = define.system_wallets;
             [system.treasury, system.revenue, system.fees].map(StreamId::Wallet).to_vec()
         }
-        Command::ChangeStatus { .. } => Vec::new(),
+        Command::PlaceHold { hold_id, .. } => vec![StreamId::Hold(*hold_id)],
+        Command::CaptureHold { transfer_id, .. } => vec![StreamId::Transfer(*transfer_id)],
+        Command::ChangeStatus { .. } | Command::VoidHold { .. } | Command::ExpireHold { .. } => Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tally_shared::api::{Problem, ProblemCode};
 use tally_shared::envelope::{Change, EventMetadata, StreamId};
+use tally_shared::hold::{Hold, HoldStatus};
 use tally_shared::ledger::{self, Command, DomainError, World};
 use tally_shared::transfer::Transfer;
 use tally_shared::wallet::{Wallet, WalletId, WalletKind};
@@ -22,7 +23,9 @@ use uuid::Uuid;
 
 use super::stream_state::StreamState;
 use super::{views, Answer, CommandRequest, KeyId, Reply};
-use crate::event_store::{AnswerPosition, BatchWrite, NewAnswer, NewEvent, Snapshot, StoredAnswer, StreamHead};
+use crate::event_store::{
+    AnswerPosition, BatchWrite, DueHold, NewAnswer, NewEvent, Snapshot, StoredAnswer, StreamHead,
+};
 
 /// What a batch is decided against.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +63,8 @@ pub struct BatchPlan {
     pub expected: Vec<(String, i64)>,
     /// Every event's `recorded_at`.
     pub recorded_at: DateTime<Utc>,
+    /// Every hold appended to: due when, or resolved.
+    pub due: Vec<DueHold>,
     /// The streams appended to, with their new state and head (whose position the write draws).
     learned: Vec<(StreamId, StreamHead, StreamState)>,
 }
@@ -121,11 +126,12 @@ struct Batch {
 impl Batch {
     /// Decides one command against the batch's state so far and, if it is accepted, appends its events.
     fn decide(&mut self, request: &CommandRequest, next_event_id: &mut dyn FnMut() -> Uuid) -> Planned {
+        // A command whose outcome depends on time is decided at the batch's time, which its events record.
+        let stamped = request.command.stamped(self.recorded_at);
+        let command = stamped.as_ref().unwrap_or(&request.command);
         let decided = check_owner(request, &self.world)
             .and_then(|()| check_expected_version(request, &self.heads, &self.world))
-            .and_then(|()| {
-                ledger::decide(&self.world, &request.command).map_err(|error| Box::new(Problem::from(&error)))
-            });
+            .and_then(|()| ledger::decide(&self.world, command).map_err(|error| Box::new(Problem::from(&error))));
         let changes = match decided {
             Ok(changes) => changes,
             Err(problem) => {
@@ -133,8 +139,7 @@ impl Batch {
             }
         };
         let appended = self.append(request, &changes, next_event_id);
-        let (answer, position_of) =
-            views::answer(&request.command, &changes, &self.world, &self.heads, self.recorded_at);
+        let (answer, position_of) = views::answer(command, &changes, &self.world, &self.heads, self.recorded_at);
         Planned::Decided { answer, position: self.position(appended, position_of) }
     }
 
@@ -200,9 +205,14 @@ impl Batch {
         let mut snapshots = Vec::with_capacity(touched.len());
         let mut owners = Vec::new();
         let mut learned = Vec::with_capacity(touched.len());
+        let mut due = Vec::new();
         for stream in touched.iter().copied() {
             let head = self.heads[stream];
             let state = StreamState::of(&self.world, stream);
+            if let StreamState::Hold(Hold::Placed(hold)) = &state {
+                let active = hold.status == HoldStatus::Active;
+                due.push(DueHold { hold_id: hold.hold_id.0, expires_at: active.then_some(hold.expires_at) });
+            }
             if let StreamState::Wallet(Wallet::Open(open)) = &state {
                 if open.kind == WalletKind::User && head.version == 1 {
                     owners.push((open.owner_id.clone(), open.asset.to_string(), open.wallet_id.0));
@@ -224,7 +234,7 @@ impl Batch {
             .map(|(stream, version)| (stream.to_string(), *version))
             .collect();
         let (events, recorded_at) = (self.events, self.recorded_at);
-        BatchPlan { answers, events, snapshots, owners, expected, recorded_at, learned }
+        BatchPlan { answers, events, snapshots, owners, expected, recorded_at, due, learned }
     }
 }
 
@@ -254,6 +264,7 @@ impl BatchPlan {
             owners: &self.owners,
             answers,
             now,
+            due: &self.due,
         }
     }
 
@@ -302,10 +313,17 @@ fn causation_of(command: &Command) -> String {
         }
         Command::Move { transfer_id, .. } | Command::Transfer { transfer_id, .. } => format!("transfer-{transfer_id}"),
         Command::Reverse { reversal_id, .. } => format!("transfer-{reversal_id}"),
+        Command::PlaceHold { hold_id, .. }
+        | Command::VoidHold { hold_id, .. }
+        | Command::ExpireHold { hold_id, .. } => {
+            format!("hold-{hold_id}")
+        }
+        Command::CaptureHold { transfer_id, .. } => format!("transfer-{transfer_id}"),
     }
 }
 
-/// A token bound to an owner acts only on that owner's user wallets: the wallet of a move or a status change,
+/// A token bound to an owner acts only on that owner's user wallets: the wallet of a move, a status change or a
+/// new hold, the held wallet of a capture or a void,
 /// the sender of a transfer, the owner of a new wallet, the user wallets an original transfer debited (or, for
 /// money it issued, credited) for a reversal. Anything else is answered as if it did not exist, before
 /// `If-Match` so that not even a version leaks.
@@ -321,8 +339,16 @@ fn check_owner(request: &CommandRequest, world: &World) -> Result<(), Box<Proble
         Command::OpenWallet { owner_id, .. } => {
             (owner_id != owner).then_some(DomainError::WalletNotFound { wallet_id: None })
         }
-        Command::Move { wallet_id, .. } | Command::ChangeStatus { wallet_id, .. } => {
+        Command::Move { wallet_id, .. }
+        | Command::ChangeStatus { wallet_id, .. }
+        | Command::PlaceHold { wallet_id, .. } => {
             (!owns(wallet_id)).then_some(DomainError::WalletNotFound { wallet_id: Some(*wallet_id) })
+        }
+        Command::CaptureHold { hold_id, .. }
+        | Command::VoidHold { hold_id, .. }
+        | Command::ExpireHold { hold_id, .. } => {
+            let owned = matches!(world.holds.get(hold_id), Some(Hold::Placed(placed)) if owns(&placed.wallet_id));
+            (!owned).then_some(DomainError::HoldNotFound { hold_id: *hold_id })
         }
         Command::Transfer { from_wallet_id, .. } => {
             (!owns(from_wallet_id)).then_some(DomainError::WalletNotFound { wallet_id: Some(*from_wallet_id) })

@@ -3,6 +3,7 @@
 
 use tally_shared::asset::Asset;
 use tally_shared::envelope::StreamId;
+use tally_shared::hold::Hold;
 use tally_shared::ledger::World;
 use tally_shared::transfer::Transfer;
 use tally_shared::wallet::Wallet;
@@ -12,6 +13,7 @@ pub enum StreamState {
     Asset(Asset),
     Wallet(Wallet),
     Transfer(Transfer),
+    Hold(Hold),
 }
 
 impl StreamState {
@@ -20,6 +22,7 @@ impl StreamState {
             StreamId::Asset(_) => StreamState::Asset(serde_json::from_value(state)?),
             StreamId::Wallet(_) => StreamState::Wallet(serde_json::from_value(state)?),
             StreamId::Transfer(_) => StreamState::Transfer(serde_json::from_value(state)?),
+            StreamId::Hold(_) => StreamState::Hold(serde_json::from_value(state)?),
         })
     }
 
@@ -34,6 +37,7 @@ impl StreamState {
             StreamId::Asset(code) => StreamState::Asset(world.assets.get(code).cloned().unwrap_or_default()),
             StreamId::Wallet(id) => StreamState::Wallet(world.wallets.get(id).cloned().unwrap_or_default()),
             StreamId::Transfer(id) => StreamState::Transfer(world.transfers.get(id).cloned().unwrap_or_default()),
+            StreamId::Hold(id) => StreamState::Hold(world.holds.get(id).cloned().unwrap_or_default()),
         }
     }
 
@@ -43,6 +47,7 @@ impl StreamState {
             StreamState::Asset(state) => serde_json::to_string(state),
             StreamState::Wallet(state) => serde_json::to_string(state),
             StreamState::Transfer(state) => serde_json::to_string(state),
+            StreamState::Hold(state) => serde_json::to_string(state),
         };
         text.expect("states serialize to JSON")
     }
@@ -54,6 +59,7 @@ impl StreamState {
             StreamState::Asset(Asset::Undefined)
                 | StreamState::Wallet(Wallet::Unopened)
                 | StreamState::Transfer(Transfer::Unrecorded)
+                | StreamState::Hold(Hold::Unplaced)
         )
     }
 
@@ -68,6 +74,9 @@ impl StreamState {
             }
             (StreamId::Transfer(id), StreamState::Transfer(state)) => {
                 world.transfers.insert(*id, state);
+            }
+            (StreamId::Hold(id), StreamState::Hold(state)) => {
+                world.holds.insert(*id, state);
             }
             (stream, state) => unreachable!("state {state:?} loaded for stream {stream}"),
         }

@@ -1,13 +1,16 @@
-//! The answer of a decided command, rendered from the state it left: the asset, the wallet or the transfer
-//! as SPEC §5 shows it, without its position (which [`Answer::with_position`] fills in after the write).
+//! The answer of a decided command, rendered from the state it left: the asset, the wallet, the transfer or
+//! the hold as SPEC §5 and §8 show it, without its position (which [`Answer::with_position`] fills in after the write).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tally_shared::api::{AssetDefinedView, BalanceView, FeePolicyView, LegView, TransferView, WalletView};
+use tally_shared::api::{
+    AssetDefinedView, BalanceView, FeePolicyView, HoldView, HoldWalletView, LegView, TransferView, WalletView,
+};
 use tally_shared::asset::Asset;
 use tally_shared::envelope::{Change, Event, StreamId};
+use tally_shared::hold::{Hold, HoldId};
 use tally_shared::ledger::{Command, World};
 use tally_shared::transfer::TransferEvent;
 use tally_shared::wallet::{Wallet, WalletEvent, WalletId};
@@ -55,8 +58,54 @@ pub fn answer(
             (Answer { status, body: wallet_view(world, heads, *wallet_id, metadata) }, Some(stream))
         }
         Command::Move { .. } | Command::Transfer { .. } | Command::Reverse { .. } => {
-            (Answer { status: 201, body: transfer_view(changes, heads, now) }, None)
+            (Answer { status: 201, body: json!(transfer_view(changes, heads, now)) }, None)
         }
+        Command::CaptureHold { hold_id, .. } => {
+            let transfer = TransferView {
+                hold: Some(Box::new(hold_view(world, heads, *hold_id))),
+                ..transfer_view(changes, heads, now)
+            };
+            (Answer { status: 201, body: json!(transfer) }, None)
+        }
+        Command::PlaceHold { hold_id, .. }
+        | Command::VoidHold { hold_id, .. }
+        | Command::ExpireHold { hold_id, .. } => {
+            let stream = StreamId::Hold(*hold_id);
+            (Answer { status: 201, body: json!(hold_view(world, heads, *hold_id)) }, Some(stream))
+        }
+    }
+}
+
+/// A hold as it stands in `world`, with its wallet after the command.
+fn hold_view(world: &World, heads: &HashMap<StreamId, StreamHead>, hold_id: HoldId) -> HoldView {
+    let Some(Hold::Placed(hold)) = world.holds.get(&hold_id) else { unreachable!("decided on a placed hold") };
+    let Some(Wallet::Open(wallet)) = world.wallets.get(&hold.wallet_id) else {
+        unreachable!("holds are on open wallets")
+    };
+    let scale = hold.scale;
+    let version = heads.get(&StreamId::Wallet(hold.wallet_id)).map_or(0, |head| head.version);
+    HoldView {
+        hold_id,
+        wallet_id: hold.wallet_id,
+        asset: hold.asset.to_string(),
+        amount: scale.format(hold.amount),
+        captured: scale.format(hold.captured),
+        released: scale.format(hold.released),
+        remaining: scale.format(hold.remaining()),
+        status: hold.status.as_str().to_owned(),
+        expires_at: hold.expires_at,
+        reference: hold.reference.clone(),
+        metadata: hold.metadata.clone(),
+        captures: hold.captures.clone(),
+        created_at: hold.created_at,
+        resolved_at: hold.resolved_at,
+        wallet: HoldWalletView {
+            balance: scale.format(wallet.balance),
+            held: scale.format(wallet.held),
+            available: scale.format(wallet.available()),
+            version,
+        },
+        position: None,
     }
 }
 
@@ -75,6 +124,8 @@ fn wallet_view(
         kind: open.kind.as_str().to_owned(),
         status: open.status.as_str().to_owned(),
         balance: open.scale.format(open.balance),
+        held: open.scale.format(open.held),
+        available: open.scale.format(open.available()),
         overdraft_limit: open.overdraft_limit.map(|limit| open.scale.format(limit)),
         version: head.version,
         metadata,
@@ -86,7 +137,7 @@ fn wallet_view(
     })
 }
 
-fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now: DateTime<Utc>) -> serde_json::Value {
+fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now: DateTime<Utc>) -> TransferView {
     let recorded = changes
         .iter()
         .find_map(|change| match &change.event {
@@ -122,7 +173,7 @@ fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now:
             None => balances.push(BalanceView { wallet_id, balance, version }),
         }
     }
-    json!(TransferView {
+    TransferView {
         transfer_id: recorded.transfer_id,
         kind: recorded.kind.as_str().to_owned(),
         asset: recorded.asset.to_string(),
@@ -134,7 +185,7 @@ fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now:
             .map(|leg| LegView {
                 from_wallet_id: leg.from_wallet_id,
                 to_wallet_id: leg.to_wallet_id,
-                amount: scale.format(leg.amount)
+                amount: scale.format(leg.amount),
             })
             .collect(),
         balances,
@@ -142,8 +193,10 @@ fn transfer_view(changes: &[Change], heads: &HashMap<StreamId, StreamHead>, now:
         metadata: recorded.metadata.clone(),
         reverses: recorded.reverses,
         reason: recorded.reason.clone(),
+        hold_id: recorded.hold_id,
         position: 0,
         recorded_at: now,
         reversals: None,
-    })
+        hold: None,
+    }
 }

@@ -5,6 +5,7 @@
 mod assets;
 pub mod error;
 mod health;
+mod holds;
 mod input;
 mod transfers;
 mod wallets;
@@ -68,7 +69,23 @@ const REVERSAL: &[ProblemCode] = command_problems!(
     WalletFrozen,
     WalletClosed
 );
-const CHANGE_STATUS: &[ProblemCode] = command_problems!(WalletNotFound, VersionMismatch, WalletClosed, WalletNotEmpty);
+const CHANGE_STATUS: &[ProblemCode] =
+    command_problems!(WalletNotFound, VersionMismatch, WalletClosed, WalletNotEmpty, WalletHasActiveHolds);
+const PLACE_HOLD: &[ProblemCode] =
+    command_problems!(InvalidAmount, WalletNotFound, VersionMismatch, InsufficientFunds, WalletFrozen, WalletClosed);
+const CAPTURE_HOLD: &[ProblemCode] = command_problems!(
+    InvalidAmount,
+    HoldNotFound,
+    HoldNotActive,
+    HoldExpired,
+    HoldExceeded,
+    WalletNotFound,
+    AssetMismatch,
+    SameWallet,
+    WalletFrozen,
+    WalletClosed
+);
+const VOID_HOLD: &[ProblemCode] = command_problems!(HoldNotFound, HoldNotActive, HoldExpired);
 
 /// The route table: every route, who may call it and what it can answer. It alone builds the router; the
 /// OpenAPI document is completed from it and checked against it (`tests/operability.rs`).
@@ -90,6 +107,9 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         .route(post("/v1/wallets/{wallet_id}/close", commands, CHANGE_STATUS), wallets::close)
         .route(post("/v1/transfers", commands, TRANSFER), transfers::transfer)
         .route(post("/v1/transfers/{transfer_id}/reversal", commands, REVERSAL), transfers::reverse)
+        .route(post("/v1/wallets/{wallet_id}/holds", commands, PLACE_HOLD), holds::place)
+        .route(post("/v1/holds/{hold_id}/capture", commands, CAPTURE_HOLD), holds::capture)
+        .route(post("/v1/holds/{hold_id}/void", commands, VOID_HOLD), holds::void)
         .route(get("/health/live", &[]), health::live)
         .route(get("/health/ready", &[]), health::ready)
         .route(get("/metrics", &[]), health::metrics)
@@ -117,6 +137,9 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         wallets::close,
         transfers::transfer,
         transfers::reverse,
+        holds::place,
+        holds::capture,
+        holds::void,
         health::live,
         health::ready,
         health::metrics,
@@ -125,6 +148,7 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         (name = "assets", description = "Assets and their system wallets"),
         (name = "wallets", description = "Opening wallets, moving money in and out of them, and their status"),
         (name = "transfers", description = "Wallet-to-wallet transfers and reversals"),
+        (name = "holds", description = "Holds: reserve part of a wallet, then capture, void or let expire"),
         (name = "operations", description = "Health and metrics, open to all"),
     )
 )]

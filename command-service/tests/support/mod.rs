@@ -69,6 +69,14 @@ impl TestApp {
         }
     }
 
+    /// Kills the service as a crash would: its task is aborted mid-flight, nothing drains.
+    pub async fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)
     }

@@ -13,13 +13,14 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
             assets.iter().map(|asset| asset.cash_in_fee.as_ref().map(|fee| fee.to_string())).collect();
         sqlx::query(&format!(
             "INSERT INTO {schema}rm_assets (code, scale, cash_in_fee, treasury_wallet_id, revenue_wallet_id,
-                 fees_wallet_id, supply, user_balance_total, wallet_count, defined_at, position)
+                 fees_wallet_id, supply, user_balance_total, wallet_count, defined_at, position, held_total,
+                 active_hold_count)
              SELECT code, scale, cash_in_fee::jsonb, treasury, revenue, fees, supply, user_total, wallets, defined_at,
-                 position
+                 position, held_total, active_holds
              FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::text[]::numeric[],
-                 $8::text[]::numeric[], $9::int8[], $10::timestamptz[], $11::int8[])
+                 $8::text[]::numeric[], $9::int8[], $10::timestamptz[], $11::int8[], $12::text[]::numeric[], $13::int8[])
                  AS u(code, scale, cash_in_fee, treasury, revenue, fees, supply, user_total, wallets, defined_at,
-                 position)"
+                 position, held_total, active_holds)"
         ))
         .bind(assets.iter().map(|asset| asset.code.as_str()).collect::<Vec<_>>())
         .bind(assets.iter().map(|asset| asset.scale).collect::<Vec<_>>())
@@ -32,6 +33,8 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
         .bind(assets.iter().map(|asset| asset.wallet_count).collect::<Vec<i64>>())
         .bind(assets.iter().map(|asset| asset.defined_at).collect::<Vec<_>>())
         .bind(assets.iter().map(|asset| asset.position).collect::<Vec<i64>>())
+        .bind(assets.iter().map(|asset| asset.held_total.to_string()).collect::<Vec<String>>())
+        .bind(assets.iter().map(|asset| asset.active_hold_count).collect::<Vec<i64>>())
         .execute(&mut *connection)
         .await?;
     }
@@ -42,9 +45,12 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
              SET supply = COALESCE(u.supply, a.supply),
                  user_balance_total = a.user_balance_total + u.user_delta,
                  wallet_count = a.wallet_count + u.count_delta,
-                 position = GREATEST(a.position, u.position)
-             FROM UNNEST($1::text[], $2::text[]::numeric[], $3::text[]::numeric[], $4::int8[], $5::int8[])
-                 AS u(code, supply, user_delta, count_delta, position)
+                 position = GREATEST(a.position, u.position),
+                 held_total = a.held_total + u.held_delta,
+                 active_hold_count = a.active_hold_count + u.hold_count_delta
+             FROM UNNEST($1::text[], $2::text[]::numeric[], $3::text[]::numeric[], $4::int8[], $5::int8[],
+                 $6::text[]::numeric[], $7::int8[])
+                 AS u(code, supply, user_delta, count_delta, position, held_delta, hold_count_delta)
              WHERE a.code = u.code"
         ))
         .bind(updates.iter().map(|update| update.code.as_str()).collect::<Vec<_>>())
@@ -54,6 +60,8 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
         .bind(updates.iter().map(|update| update.user_balance_delta.to_string()).collect::<Vec<String>>())
         .bind(updates.iter().map(|update| update.wallet_count_delta).collect::<Vec<i64>>())
         .bind(updates.iter().map(|update| update.position).collect::<Vec<i64>>())
+        .bind(updates.iter().map(|update| update.held_delta.to_string()).collect::<Vec<String>>())
+        .bind(updates.iter().map(|update| update.active_hold_delta).collect::<Vec<i64>>())
         .execute(&mut *connection)
         .await?
         .rows_affected();

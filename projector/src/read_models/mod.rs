@@ -7,6 +7,7 @@
 //! the scale of a zero (`0.00` becomes `0`), and amounts must keep their asset's scale byte for byte.
 
 mod assets;
+mod holds;
 mod transfers;
 mod wallet_history;
 mod wallets;
@@ -21,6 +22,7 @@ pub async fn load_prior(connection: &mut PgConnection, schema: &str, needs: &Nee
     Ok(Prior {
         wallets: wallets::load(connection, schema, &needs.wallet_ids).await?,
         transfers: transfers::load(connection, schema, &needs.transfer_ids).await?,
+        holds: holds::load(connection, schema, &needs.hold_ids).await?,
     })
 }
 
@@ -45,6 +47,7 @@ pub async fn write_all_but_history(connection: &mut PgConnection, schema: &str, 
     assets::write(connection, schema, writes).await.context("write rm_assets and rm_asset_volumes")?;
     wallets::write(connection, schema, writes).await.context("write rm_wallets")?;
     transfers::write(connection, schema, writes).await.context("write rm_transfers and rm_transfer_reversals")?;
+    holds::write(connection, schema, writes).await.context("write rm_holds")?;
     Ok(())
 }
 

@@ -42,14 +42,14 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
         let transfers = &writes.new_transfers;
         sqlx::query(&format!(
             "INSERT INTO {schema}rm_transfers (transfer_id, kind, asset, amount, fee, legs, balances, reference,
-                 metadata, reverses, reason, idempotency_key, reversed_amount, position, recorded_at)
+                 metadata, reverses, reason, idempotency_key, reversed_amount, position, recorded_at, hold_id)
              SELECT transfer_id, kind, asset, amount, fee, legs::jsonb, balances::jsonb, reference, metadata::jsonb,
-                 reverses, reason, idempotency_key, reversed_amount, position, recorded_at
+                 reverses, reason, idempotency_key, reversed_amount, position, recorded_at, hold_id
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]::numeric[], $5::text[]::numeric[], $6::text[], $7::text[],
                  $8::text[], $9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[]::numeric[], $14::int8[],
-                 $15::timestamptz[])
+                 $15::timestamptz[], $16::uuid[])
                  AS u(transfer_id, kind, asset, amount, fee, legs, balances, reference, metadata, reverses, reason,
-                 idempotency_key, reversed_amount, position, recorded_at)"
+                 idempotency_key, reversed_amount, position, recorded_at, hold_id)"
         ))
         .bind(transfers.iter().map(|transfer| transfer.transfer_id).collect::<Vec<Uuid>>())
         .bind(transfers.iter().map(|transfer| transfer.kind).collect::<Vec<_>>())
@@ -66,6 +66,7 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
         .bind(transfers.iter().map(|transfer| transfer.reversed_amount.to_string()).collect::<Vec<String>>())
         .bind(transfers.iter().map(|transfer| transfer.position).collect::<Vec<i64>>())
         .bind(transfers.iter().map(|transfer| transfer.recorded_at).collect::<Vec<_>>())
+        .bind(transfers.iter().map(|transfer| transfer.hold_id).collect::<Vec<Option<Uuid>>>())
         .execute(&mut *connection)
         .await?;
     }

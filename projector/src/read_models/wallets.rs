@@ -19,17 +19,19 @@ pub(super) async fn load(
     if wallet_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, String, String, String, String)> = sqlx::query_as(&format!(
-        "SELECT wallet_id, asset, kind, status, balance::text FROM {schema}rm_wallets WHERE wallet_id = ANY($1)"
+    let rows: Vec<(Uuid, String, String, String, String, String)> = sqlx::query_as(&format!(
+        "SELECT wallet_id, asset, kind, status, balance::text, held::text FROM {schema}rm_wallets
+         WHERE wallet_id = ANY($1)"
     ))
     .bind(wallet_ids)
     .fetch_all(connection)
     .await
     .context("load the wallets a batch touches")?;
     rows.into_iter()
-        .map(|(wallet_id, asset, kind, status, balance)| {
+        .map(|(wallet_id, asset, kind, status, balance, held)| {
             let balance = Decimal::from_str(&balance).with_context(|| format!("balance of wallet {wallet_id}"))?;
-            Ok((wallet_id, PriorWallet { asset, kind, status, balance }))
+            let held = Decimal::from_str(&held).with_context(|| format!("held of wallet {wallet_id}"))?;
+            Ok((wallet_id, PriorWallet { asset, kind, status, balance, held }))
         })
         .collect()
 }
@@ -41,13 +43,13 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
             wallets.iter().map(|wallet| wallet.metadata.as_ref().map(|value| value.to_string())).collect();
         sqlx::query(&format!(
             "INSERT INTO {schema}rm_wallets (wallet_id, owner_id, asset, kind, status, balance, overdraft_limit,
-                 version, position, metadata, opened_at, updated_at)
+                 version, position, metadata, opened_at, updated_at, held)
              SELECT wallet_id, owner_id, asset, kind, status, balance, overdraft_limit, version, position,
-                 metadata::jsonb, opened_at, updated_at
+                 metadata::jsonb, opened_at, updated_at, held
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[], $7::text[]::numeric[],
-                 $8::int8[], $9::int8[], $10::text[], $11::timestamptz[], $12::timestamptz[])
+                 $8::int8[], $9::int8[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[]::numeric[])
                  AS u(wallet_id, owner_id, asset, kind, status, balance, overdraft_limit, version, position, metadata,
-                 opened_at, updated_at)"
+                 opened_at, updated_at, held)"
         ))
         .bind(wallets.iter().map(|wallet| wallet.wallet_id).collect::<Vec<Uuid>>())
         .bind(wallets.iter().map(|wallet| wallet.owner_id.as_str()).collect::<Vec<_>>())
@@ -61,6 +63,7 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
         .bind(metadata)
         .bind(wallets.iter().map(|wallet| wallet.opened_at).collect::<Vec<_>>())
         .bind(wallets.iter().map(|wallet| wallet.updated_at).collect::<Vec<_>>())
+        .bind(wallets.iter().map(|wallet| wallet.held.to_string()).collect::<Vec<String>>())
         .execute(&mut *connection)
         .await?;
     }
@@ -70,9 +73,10 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
         let affected = sqlx::query(&format!(
             "UPDATE {schema}rm_wallets AS w
              SET status = u.status, balance = u.balance, version = u.version, position = u.position,
-                 updated_at = u.updated_at
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[]::numeric[], $4::int8[], $5::int8[], $6::timestamptz[])
-                 AS u(wallet_id, status, balance, version, position, updated_at)
+                 updated_at = u.updated_at, held = u.held
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[]::numeric[], $4::int8[], $5::int8[], $6::timestamptz[],
+                 $7::text[]::numeric[])
+                 AS u(wallet_id, status, balance, version, position, updated_at, held)
              WHERE w.wallet_id = u.wallet_id AND w.version < u.version"
         ))
         .bind(updates.iter().map(|update| update.wallet_id).collect::<Vec<Uuid>>())
@@ -81,6 +85,7 @@ pub(super) async fn write(connection: &mut PgConnection, schema: &str, writes: &
         .bind(updates.iter().map(|update| update.version).collect::<Vec<i64>>())
         .bind(updates.iter().map(|update| update.position).collect::<Vec<i64>>())
         .bind(updates.iter().map(|update| update.updated_at).collect::<Vec<_>>())
+        .bind(updates.iter().map(|update| update.held.to_string()).collect::<Vec<String>>())
         .execute(&mut *connection)
         .await?
         .rows_affected();

@@ -246,6 +246,10 @@ impl Ledger {
                     let state = self.world.transfers.get(id).cloned().unwrap_or_default();
                     touched.transfers.entry(*id).or_insert(state);
                 }
+                StreamId::Hold(id) => {
+                    let state = self.world.holds.get(id).cloned().unwrap_or_default();
+                    touched.holds.entry(*id).or_insert(state);
+                }
             }
             touched.apply(change);
             rows.push((stream_id, version + 1, event_id, event_type, data, metadata.clone(), recorded_at, hash));
@@ -257,6 +261,7 @@ impl Ledger {
                     StreamId::Asset(code) => serde_json::to_value(&touched.assets[&code]).unwrap(),
                     StreamId::Wallet(id) => serde_json::to_value(&touched.wallets[&id]).unwrap(),
                     StreamId::Transfer(id) => serde_json::to_value(&touched.transfers[&id]).unwrap(),
+                    StreamId::Hold(id) => serde_json::to_value(&touched.holds[&id]).unwrap(),
                 };
                 (stream_id, version, state, hash)
             })

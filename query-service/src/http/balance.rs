@@ -1,5 +1,5 @@
-//! `GET /v1/wallets/{wallet_id}/balance?as_of=RFC3339` or `?at_position=N`: a balance at a moment, recomputed
-//! from the wallet's own events (not from the read models), exact.
+//! `GET /v1/wallets/{wallet_id}/balance?as_of=RFC3339` or `?at_position=N`: a balance, what was held and what
+//! was available at a moment, recomputed from the wallet's own events (not from the read models), exact.
 //!
 //! An unknown wallet answers `404 wallet_not_found`. A moment before the wallet was opened answers a zero
 //! balance at version 0: summing every wallet of an asset at any moment then still gives exactly zero.
@@ -25,6 +25,10 @@ pub struct BalanceAtView {
     pub asset: String,
     /// At the asset's scale; zero before the first debit or credit.
     pub balance: String,
+    /// What the wallet's active holds reserved at that moment.
+    pub held: String,
+    /// `balance − held`.
+    pub available: String,
     /// The wallet stream's version at that moment; 0 before it was opened.
     pub version: i64,
     /// Global position of the debit or credit that set `balance`; `null` if none had happened.
@@ -61,6 +65,8 @@ pub async fn at(
         wallet_id: WalletId(wallet_id),
         asset: balance.asset,
         balance: balance.scale.format(balance.balance),
+        held: balance.scale.format(balance.held),
+        available: balance.scale.format(balance.balance - balance.held),
         version: balance.version,
         position: balance.posting.map(|posting| posting.position),
         recorded_at: balance.posting.map(|posting| posting.recorded_at),

@@ -21,6 +21,8 @@ pub enum ApiError {
     WalletNotFound { wallet_id: Uuid },
     #[error("transfer {transfer_id} not found")]
     TransferNotFound { transfer_id: Uuid },
+    #[error("hold {hold_id} not found")]
+    HoldNotFound { hold_id: Uuid },
     #[error("no route for {path}")]
     RouteNotFound { path: String },
     #[error("method not allowed")]
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::AssetNotFound { .. } => ProblemCode::AssetNotFound,
             ApiError::WalletNotFound { .. } => ProblemCode::WalletNotFound,
             ApiError::TransferNotFound { .. } => ProblemCode::TransferNotFound,
+            ApiError::HoldNotFound { .. } => ProblemCode::HoldNotFound,
             ApiError::RouteNotFound { .. } => ProblemCode::NotFound,
             ApiError::MethodNotAllowed => ProblemCode::MethodNotAllowed,
             ApiError::ProjectionBehind { .. } => ProblemCode::ProjectionBehind,
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::AssetNotFound { code } => problem.with("asset", code),
             ApiError::WalletNotFound { wallet_id } => problem.with("wallet_id", wallet_id),
             ApiError::TransferNotFound { transfer_id } => problem.with("transfer_id", transfer_id),
+            ApiError::HoldNotFound { hold_id } => problem.with("hold_id", hold_id),
             ApiError::ProjectionBehind { position, min_position } => {
                 problem.with("position", position).with("min_position", min_position)
             }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod holds;
 pub mod metrics;
 pub mod openapi;
 pub mod ownership;
@@ -86,8 +87,9 @@ const ASSET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable,
 const WALLET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, WalletNotFound];
 const OWNER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, NotFound];
 const TRANSFER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, TransferNotFound];
+const HOLD: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, HoldNotFound];
 const STREAM: &[ProblemCode] =
-    &[ValidationFailed, ProjectionBehind, Unavailable, AssetNotFound, WalletNotFound, TransferNotFound];
+    &[ValidationFailed, ProjectionBehind, Unavailable, AssetNotFound, WalletNotFound, TransferNotFound, HoldNotFound];
 
 /// The route table: every route, who may call it and what it can answer. It alone builds the router; the
 /// OpenAPI document is completed from it and checked against it (`tests/auth.rs`).
@@ -103,6 +105,9 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         .route(get("/v1/owners/{owner_id}/wallets", read, OWNER), wallets::of_owner)
         .route(get("/v1/transfers", read, READ), transfers::by_reference)
         .route(get("/v1/transfers/{transfer_id}", read, TRANSFER), transfers::one)
+        .route(get("/v1/wallets/{wallet_id}/holds", read, WALLET), holds::of_wallet)
+        .route(get("/v1/holds", read, READ), holds::by_reference)
+        .route(get("/v1/holds/{hold_id}", read, HOLD), holds::one)
         .route(get("/v1/streams/{stream_id}/events", audit, STREAM), streams::events)
         .route(get("/v1/events", audit, READ), events::after)
         .route(get("/v1/projections", read, READ), projections::list)

@@ -5,12 +5,13 @@
 // The functions below only carry `#[utoipa::path]`: the handlers live in their resource files.
 #![allow(dead_code)]
 
-use tally_shared::api::{AssetView, HistoryEntryView, TransferView, WalletView};
+use tally_shared::api::{AssetView, HistoryEntryView, HoldView, TransferView, WalletView};
 use tally_shared::envelope::StoredEvent;
 
 use super::assets::AssetList;
 use super::balance::BalanceAtView;
 use super::events::EventPage;
+use super::holds::HoldList;
 use super::projections::ProjectionList;
 use super::streams::StreamPage;
 use super::transfers::TransferList;
@@ -36,6 +37,9 @@ use utoipa::{OpenApi, ToSchema};
         owner_wallets,
         transfers_by_reference,
         transfer_one,
+        wallet_holds,
+        holds_by_reference,
+        hold_one,
         stream_events,
         global_log,
         projections,
@@ -49,6 +53,8 @@ use utoipa::{OpenApi, ToSchema};
         HistoryPage,
         BalanceAtView,
         TransferList,
+        HoldList,
+        HoldsPage,
         StoredEvent,
         StreamPage,
         EventPage,
@@ -59,6 +65,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "assets", description = "Assets with their totals"),
         (name = "wallets", description = "Wallets, their histories and balances"),
         (name = "transfers", description = "Transfers with their legs and reversals"),
+        (name = "holds", description = "Holds: what is reserved on a wallet, captured, voided or expired"),
         (name = "audit", description = "The event log itself: streams, the global log"),
         (name = "operations", description = "Health, metrics and projection progress"),
     )
@@ -69,6 +76,13 @@ pub struct ApiDoc;
 #[derive(ToSchema)]
 struct HistoryPage {
     items: Vec<HistoryEntryView>,
+    next_cursor: Option<String>,
+}
+
+/// Newest first; `next_cursor` fetches the next page.
+#[derive(ToSchema)]
+struct HoldsPage {
+    items: Vec<HoldView>,
     next_cursor: Option<String>,
 }
 
@@ -128,8 +142,27 @@ fn transfers_by_reference() {}
     responses((status = 200, description = "The transfer with its legs and reversals", body = TransferView)))]
 fn transfer_one() {}
 
+#[utoipa::path(get, path = "/v1/wallets/{wallet_id}/holds", tag = "holds",
+    params(("wallet_id" = Uuid, Path),
+           ("status" = Option<String>, Query, description = "`active`, `captured`, `voided` or `expired`; any by default"),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, 50 by default"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+           Consistency),
+    responses((status = 200, description = "A page of the wallet's holds, newest first", body = HoldsPage)))]
+fn wallet_holds() {}
+
+#[utoipa::path(get, path = "/v1/holds", tag = "holds",
+    params(("reference" = String, Query, min_length = 1, max_length = 128, description = "The client's reference"), Consistency),
+    responses((status = 200, description = "The holds carrying this reference, oldest first", body = HoldList)))]
+fn holds_by_reference() {}
+
+#[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "holds",
+    params(("hold_id" = Uuid, Path), Consistency),
+    responses((status = 200, description = "The hold, with its wallet as it stands now", body = HoldView)))]
+fn hold_one() {}
+
 #[utoipa::path(get, path = "/v1/streams/{stream_id}/events", tag = "audit",
-    params(("stream_id" = String, Path, description = "`wallet-{uuid}`, `transfer-{uuid}` or `asset-{CODE}`"),
+    params(("stream_id" = String, Path, description = "`wallet-{uuid}`, `transfer-{uuid}`, `hold-{uuid}` or `asset-{CODE}`"),
            ("from_version" = Option<i64>, Query, minimum = 1, description = "First version, 1 by default"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, 50 by default"),
            Consistency),

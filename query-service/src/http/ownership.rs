@@ -1,5 +1,5 @@
-//! What a token bound to one owner may read: that owner's wallets (and their history and balances), the list of
-//! that owner's wallets, the transfers touching one of them, and their streams. Anything else answers `404`
+//! What a token bound to one owner may read: that owner's wallets (and their history, balances and holds), the
+//! list of that owner's wallets, the transfers touching one of them, the holds on them, and their streams. Anything else answers `404`
 //! exactly as if it did not exist; the global log, which spans every owner, answers `403 forbidden`.
 //!
 //! Ownership comes from `wallet_owners` (user wallets, written with the events that open them) and each transfer's
@@ -19,6 +19,7 @@ use sqlx::PgConnection;
 use tally_edge::Principal;
 use tally_shared::api::ProblemCode;
 use tally_shared::envelope::{Event, StreamId};
+use tally_shared::hold::{HoldEvent, HoldId};
 use tally_shared::transfer::{TransferEvent, TransferId};
 use uuid::Uuid;
 
@@ -50,9 +51,9 @@ pub async fn restrict(State(state): State<AppState>, mut request: Request, next:
         return refusal;
     }
     let response = next.run(request).await;
-    if route == "/v1/transfers" && response.status() == StatusCode::OK {
+    if (route == "/v1/transfers" || route == "/v1/holds") && response.status() == StatusCode::OK {
         return state
-            .read(async |connection| only_owned_transfers(connection, &owner, response).await)
+            .read(async |connection| only_owned_items(connection, &owner, response).await)
             .await
             .unwrap_or_else(|error| ApiError::from(error).into_response());
     }
@@ -73,6 +74,16 @@ async fn check(
             Ok((!owns_wallet(connection, owner, wallet_id).await?)
                 .then(|| ApiError::WalletNotFound { wallet_id }.into_response()))
         }
+        "/v1/wallets/{wallet_id}/holds" => {
+            let Ok(wallet_id) = params::wallet_id(segment("wallet_id")) else { return Ok(None) };
+            Ok((!owns_wallet(connection, owner, wallet_id).await?)
+                .then(|| ApiError::WalletNotFound { wallet_id }.into_response()))
+        }
+        "/v1/holds/{hold_id}" => {
+            let Ok(hold_id) = params::hold_id(segment("hold_id")) else { return Ok(None) };
+            Ok((!owns_hold(connection, owner, hold_id).await?)
+                .then(|| ApiError::HoldNotFound { hold_id }.into_response()))
+        }
         "/v1/owners/{owner_id}/wallets" => Ok((segment("owner_id") != owner)
             .then(|| tally_edge::problem::refuse(ProblemCode::NotFound, "owner not found", None))),
         "/v1/transfers/{transfer_id}" => {
@@ -86,6 +97,8 @@ async fn check(
             Ok(StreamId::Transfer(transfer_id)) => Ok((!touches_owned_wallet(connection, owner, transfer_id.0)
                 .await?)
                 .then(|| ApiError::TransferNotFound { transfer_id: transfer_id.0 }.into_response())),
+            Ok(StreamId::Hold(hold_id)) => Ok((!owns_hold(connection, owner, hold_id.0).await?)
+                .then(|| ApiError::HoldNotFound { hold_id: hold_id.0 }.into_response())),
             // An asset's stream is its definition: the same for every owner.
             Ok(StreamId::Asset(_)) | Err(_) => Ok(None),
         },
@@ -132,20 +145,36 @@ async fn touches_owned_wallet(connection: &mut PgConnection, owner: &str, transf
         .context("look up the owners of a transfer's wallets")
 }
 
-/// Keeps the items of a `{"items": [transfer, …]}` answer that touch a wallet of `owner`.
-async fn only_owned_transfers(
-    connection: &mut PgConnection,
-    owner: &str,
-    response: Response,
-) -> anyhow::Result<Response> {
+/// Whether the hold (as its first event placed it) is on a wallet of `owner`. Read through the upcaster.
+async fn owns_hold(connection: &mut PgConnection, owner: &str, hold_id: Uuid) -> anyhow::Result<bool> {
+    let stream = StreamId::Hold(HoldId(hold_id));
+    let placed: Option<(String, String)> =
+        sqlx::query_as("SELECT event_type, data::text FROM events WHERE stream_id = $1 AND version = 1")
+            .bind(stream.to_string())
+            .fetch_optional(&mut *connection)
+            .await
+            .context("read a hold's first event")?;
+    let Some((event_type, data)) = placed else { return Ok(false) };
+    let Event::Hold(HoldEvent::HoldPlaced(placed)) =
+        Event::from_stored_text(&stream, &event_type, &data).with_context(|| format!("read {stream} v1"))?
+    else {
+        anyhow::bail!("{stream} does not start with HoldPlaced");
+    };
+    owns_wallet(connection, owner, placed.wallet_id.0).await
+}
+
+/// Keeps the items of a `{"items": [transfer or hold, …]}` answer that touch a wallet of `owner`: a transfer's
+/// legs, a hold's wallet.
+async fn only_owned_items(connection: &mut PgConnection, owner: &str, response: Response) -> anyhow::Result<Response> {
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, FILTERED_BODY_BYTES_MAX).await.context("read the transfers answer")?;
     let mut list: serde_json::Value = serde_json::from_slice(&bytes).context("parse the transfers answer")?;
     let items = list["items"].as_array_mut().context("a transfer list has items")?;
-    let wallets_of = |transfer: &serde_json::Value| -> Vec<Uuid> {
-        let legs = transfer["legs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let wallets_of = |item: &serde_json::Value| -> Vec<Uuid> {
+        let legs = item["legs"].as_array().map(Vec::as_slice).unwrap_or_default();
         legs.iter()
             .flat_map(|leg| [&leg["from_wallet_id"], &leg["to_wallet_id"]])
+            .chain([&item["wallet_id"]])
             .filter_map(|id| id.as_str().and_then(|text| Uuid::parse_str(text).ok()))
             .collect()
     };

@@ -128,8 +128,14 @@ pub fn transfer_id(segment: &str) -> Result<Uuid, ApiError> {
     uuid(segment).ok_or_else(|| ApiError::validation("transfer_id", "must be a UUID"))
 }
 
+pub fn hold_id(segment: &str) -> Result<Uuid, ApiError> {
+    uuid(segment).ok_or_else(|| ApiError::validation("hold_id", "must be a UUID"))
+}
+
 pub fn stream_id(segment: &str) -> Result<StreamId, ApiError> {
-    segment.parse().map_err(|_| ApiError::validation("stream_id", "must be asset-CODE, wallet-UUID or transfer-UUID"))
+    segment
+        .parse()
+        .map_err(|_| ApiError::validation("stream_id", "must be asset-CODE, wallet-UUID, transfer-UUID or hold-UUID"))
 }
 
 /// Only the hyphenated form that the API writes: ids are compared as text by clients and in URLs.

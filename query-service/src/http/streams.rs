@@ -47,11 +47,12 @@ pub async fn events(
     Ok(Json(StreamPage { items, next_from_version }))
 }
 
-/// A stream that does not exist is the wallet, transfer or asset that does not exist.
+/// A stream that does not exist is the wallet, transfer, hold or asset that does not exist.
 fn not_found(stream: StreamId) -> ApiError {
     match stream {
         StreamId::Asset(code) => ApiError::AssetNotFound { code: code.to_string() },
         StreamId::Wallet(wallet_id) => ApiError::WalletNotFound { wallet_id: wallet_id.0 },
         StreamId::Transfer(transfer_id) => ApiError::TransferNotFound { transfer_id: transfer_id.0 },
+        StreamId::Hold(hold_id) => ApiError::HoldNotFound { hold_id: hold_id.0 },
     }
 }

@@ -86,7 +86,7 @@ async fn reads_show_what_the_commands_answered(pool: PgPool) {
     }
     let mut opened_view = opened.body.clone();
     let mut wallet_view = wallet.ok().clone();
-    for member in ["position", "balance", "version", "updated_at"] {
+    for member in ["position", "balance", "available", "version", "updated_at"] {
         opened_view.as_object_mut().unwrap().remove(member);
         wallet_view.as_object_mut().unwrap().remove(member);
     }
