@@ -17,6 +17,7 @@ async fn dump(pool: &PgPool) -> Vec<String> {
         ("rm_wallet_history", "wallet_id, version"),
         ("rm_transfers", "transfer_id"),
         ("rm_transfer_reversals", "transfer_id, reversal_id"),
+        ("rm_holds", "hold_id"),
     ] {
         let table_rows: Vec<String> =
             sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY {key}")).fetch_all(pool).await.unwrap();
@@ -50,8 +51,11 @@ async fn a_rebuild_equals_incremental_projection_byte_for_byte(pool: PgPool) {
     let head = caught_up(&pool).await;
     projector.stop().await;
     let incremental = dump(&pool).await;
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT status FROM rm_holds ORDER BY status").fetch_all(&pool).await.unwrap();
+    assert!(statuses.len() >= 3, "the workload places, captures, voids and expires holds: {statuses:?}");
     let schema_before = schema_of_read_models(&pool).await;
-    sqlx::query("UPDATE rm_wallets SET balance = 0").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE rm_wallets SET balance = 0, held = 0").execute(&pool).await.unwrap();
 
     let mut reported = Vec::new();
     let stats = projector::rebuild::rebuild(&pool, 64, |position| reported.push(position)).await.unwrap();

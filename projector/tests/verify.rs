@@ -181,3 +181,123 @@ async fn an_overdrawn_and_unbalanced_log_is_reported(pool: PgPool) {
     assert!(report.has(Check::Snapshot), "the snapshot no longer matches: {text}");
     assert!(!report.has(Check::HashChain), "{text}");
 }
+
+/// A hold placed and captured (final) in the log, its ids: `(hold_id, wallet_id)`.
+async fn captured_hold(ledger: &mut Ledger) -> (tally_shared::hold::HoldId, tally_shared::wallet::WalletId) {
+    let wallet = ledger.open_wallet("escrow", "GOLD").await;
+    ledger.topup(wallet, "50.00").await;
+    let hold_id = tally_shared::hold::HoldId(uuid::Uuid::now_v7());
+    let now = chrono::Utc::now();
+    ledger
+        .execute(tally_shared::ledger::Command::PlaceHold {
+            hold_id,
+            wallet_id: wallet,
+            amount: "20.00".parse().unwrap(),
+            expiry: tally_shared::hold::Expiry::In(600),
+            reference: None,
+            metadata: serde_json::Value::Null,
+            at: now,
+        })
+        .await
+        .unwrap();
+    ledger
+        .execute(tally_shared::ledger::Command::CaptureHold {
+            hold_id,
+            transfer_id: tally_shared::transfer::TransferId(uuid::Uuid::now_v7()),
+            amount: Some("5.00".parse().unwrap()),
+            to_wallet_id: None,
+            is_final: true,
+            reference: None,
+            metadata: serde_json::Value::Null,
+            at: now,
+        })
+        .await
+        .unwrap();
+    (hold_id, wallet)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_altered_held_amount_is_reported(pool: PgPool) {
+    let mut ledger = Ledger::new(&pool);
+    mixed_workload(&mut ledger, 3, 60, 7).await;
+    let (_, wallet) = captured_hold(&mut ledger).await;
+    let projector = RunningProjector::start(&pool, config(&unique_prefix(), NATS_URL_UNREACHABLE, &[])).await;
+    caught_up(&pool).await;
+    projector.stop().await;
+    assert!(verify(&pool, 50).await.unwrap().is_clean());
+    sqlx::query("UPDATE rm_wallets SET held = held + 3 WHERE wallet_id = $1")
+        .bind(wallet.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE rm_assets SET active_hold_count = active_hold_count + 1 WHERE code = 'GOLD'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let report = verify(&pool, 50).await.unwrap();
+
+    let text = report.render(50);
+    assert!(text.contains(&format!("rm_wallets {wallet}: held is 3.00")), "{text}");
+    assert!(text.contains("rm_assets GOLD: active_hold_count"), "{text}");
+    assert!(!report.has(Check::Holds) && !report.has(Check::HashChain), "the log itself is sound: {text}");
+}
+
+/// A second capture planted after the hold was resolved, with a valid hash chain: only the holds invariants
+/// can catch it.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_hold_captured_twice_in_the_log_is_reported(pool: PgPool) {
+    let mut ledger = Ledger::new(&pool);
+    let (hold_id, _) = {
+        ledger.define_asset("GOLD", 2, None).await;
+        captured_hold(&mut ledger).await
+    };
+    let stream_id = format!("hold-{hold_id}");
+    let (version, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT version, hash FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1")
+            .bind(&stream_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let recorded_at = tally_shared::envelope::truncate_to_micros(chrono::Utc::now());
+    let data = serde_json::json!({
+        "transfer_id": uuid::Uuid::now_v7(), "amount": "5.00", "released": "0.00", "final": true,
+        "captured_at": recorded_at,
+    });
+    let metadata = serde_json::json!({});
+    let event_id = uuid::Uuid::now_v7();
+    let chained = tally_shared::envelope::HashedFields {
+        stream_id: &stream_id,
+        version: version + 1,
+        event_id,
+        event_type: "HoldCaptured",
+        data: &data,
+        metadata: &metadata,
+        recorded_at,
+    }
+    .chain_hash(&hash.try_into().unwrap());
+    sqlx::query(
+        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8))
+         INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+         SELECT $1, $2, $3, 'HoldCaptured', $4, $5, $6, $7 FROM lock",
+    )
+    .bind(&stream_id)
+    .bind(version + 1)
+    .bind(event_id)
+    .bind(&data)
+    .bind(&metadata)
+    .bind(recorded_at)
+    .bind(chained.as_slice())
+    .bind(command_service::event_store::APPEND_LOCK_KEY)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let report = verify(&pool, 50).await.unwrap();
+
+    let text = report.render(50);
+    let holds: Vec<_> = report.findings.iter().filter(|finding| finding.check == Check::Holds).collect();
+    assert_eq!(holds.len(), 1, "{text}");
+    assert!(holds[0].detail.contains("after it was captured"), "{text}");
+    assert!(!report.has(Check::HashChain), "{text}");
+}

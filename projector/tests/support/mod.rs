@@ -17,6 +17,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 use tally_shared::asset::{AssetCode, DefineAsset, FeePolicy, SystemWallets};
 use tally_shared::envelope::{truncate_to_micros, Change, EventMetadata, HashedFields, StreamId, GENESIS_HASH};
+use tally_shared::hold::{Expiry, HoldId};
 use tally_shared::ledger::{self, Command, DomainError, StatusCommand, World};
 use tally_shared::money::Scale;
 use tally_shared::transfer::{TransferId, TransferKind};
@@ -403,8 +404,8 @@ impl Dice {
     }
 }
 
-/// Two assets (one with a cash-in fee), `wallets` user wallets each, then `commands` mixed commands through the
-/// test appender (refused ones are skipped, as command-service would answer them without an event).
+/// Two assets (one with a cash-in fee), `wallets` user wallets each, then `commands` mixed commands (holds,
+/// captures, voids and expiries among them) through the test appender (refused ones are skipped, as command-service would answer them without an event).
 pub async fn mixed_workload(ledger: &mut Ledger, wallets: usize, commands: usize, seed: u64) {
     let fee = FeePolicy {
         percent: Decimal::from_str("1.5").unwrap(),
@@ -424,6 +425,7 @@ pub async fn mixed_workload(ledger: &mut Ledger, wallets: usize, commands: usize
     }
     let mut dice = Dice::new(seed);
     let mut transfers: Vec<TransferId> = Vec::new();
+    let mut holds: Vec<HoldId> = Vec::new();
     for _ in 0..commands {
         let (asset, ids) = dice.pick(&all).clone();
         let wallet = *dice.pick(&ids);
@@ -432,7 +434,9 @@ pub async fn mixed_workload(ledger: &mut Ledger, wallets: usize, commands: usize
         } else {
             format!("{}", 1 + dice.below(50))
         };
-        let command = match dice.below(12) {
+        let now = chrono::Utc::now();
+        let hold_id = if holds.is_empty() { HoldId(Uuid::now_v7()) } else { *dice.pick(&holds) };
+        let command = match dice.below(16) {
             0..=2 => Ledger::move_command(TransferKind::Topup, wallet, &amount),
             3 => Ledger::move_command(TransferKind::Bonus, wallet, &amount),
             4 => Ledger::move_command(TransferKind::Spend, wallet, &amount),
@@ -454,14 +458,43 @@ pub async fn mixed_workload(ledger: &mut Ledger, wallets: usize, commands: usize
                 reason: Some("customer asked".to_owned()),
             },
             10 => Command::ChangeStatus { wallet_id: wallet, change: StatusCommand::Freeze, reason: None },
-            _ => Command::ChangeStatus { wallet_id: wallet, change: StatusCommand::Unfreeze, reason: None },
+            11 => Command::ChangeStatus { wallet_id: wallet, change: StatusCommand::Unfreeze, reason: None },
+            12 => Command::PlaceHold {
+                hold_id: HoldId(Uuid::now_v7()),
+                wallet_id: wallet,
+                amount: Decimal::from_str(&amount).unwrap(),
+                expiry: Expiry::In(3_600),
+                reference: Some(format!("order-{}", dice.below(5))),
+                metadata: serde_json::json!({"cart": 1}),
+                at: now,
+            },
+            13 => Command::CaptureHold {
+                hold_id,
+                transfer_id: TransferId(Uuid::now_v7()),
+                amount: (dice.below(2) == 0).then_some(Decimal::ONE),
+                to_wallet_id: (dice.below(3) == 0).then(|| *dice.pick(&ids)),
+                is_final: dice.below(2) == 0,
+                reference: None,
+                metadata: serde_json::Value::Null,
+                at: now,
+            },
+            14 => Command::VoidHold { hold_id, reason: Some("cancelled".to_owned()), at: now },
+            // The expirer's view from two hours on: every hold placed above is due.
+            _ => Command::ExpireHold { hold_id, at: now + chrono::Duration::hours(2) },
+        };
+        let placed = match &command {
+            Command::PlaceHold { hold_id, .. } => Some(*hold_id),
+            _ => None,
         };
         let transfer_id = match &command {
-            Command::Move { transfer_id, .. } | Command::Transfer { transfer_id, .. } => Some(*transfer_id),
+            Command::Move { transfer_id, .. }
+            | Command::Transfer { transfer_id, .. }
+            | Command::CaptureHold { transfer_id, .. } => Some(*transfer_id),
             _ => None,
         };
         if ledger.execute(command).await.is_ok() {
             transfers.extend(transfer_id);
+            holds.extend(placed);
         }
     }
 }

@@ -12,5 +12,6 @@ mod projector;
 
 mod balance;
 mod global_log;
+mod holds;
 mod numeric_limits;
 mod read_your_writes;
