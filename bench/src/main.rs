@@ -117,6 +117,18 @@ pub struct Config {
     #[arg(long, default_value_t = 5_000)]
     pub hot_funds: u64,
 
+    /// Concurrent holds of 1 on the holds wallet, all in flight at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub holds: u64,
+
+    /// What the holds wallet is funded with (scale 0): exactly this many holds are placed, then captured.
+    #[arg(long, default_value_t = 5_000)]
+    pub holds_funded: u64,
+
+    /// Holds placed to expire within one second, whose release the expirer is timed on.
+    #[arg(long, default_value_t = 1_000)]
+    pub holds_expiring: u64,
+
     /// Events of the flat-cost wallet [default: 1,000,000; 100,000 with --quick].
     #[arg(long)]
     pub flat_events: Option<u64>,

@@ -45,6 +45,7 @@ pub struct Pgbench {
 pub struct Scenarios {
     pub spread: Spread,
     pub hot_wallet: HotWallet,
+    pub holds: Holds,
     pub projection_lag: ProjectionLag,
     pub rebuild: Rebuild,
     pub flat_cost: FlatCost,
@@ -147,6 +148,35 @@ pub struct HotWallet {
     /// Percent of one core used by the bench, each service and Postgres during the run.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub cpu_percent: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The holds scenario: placement and capture bursts on one wallet, and the expirer's delay.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Holds {
+    pub holds: u64,
+    pub funded: u64,
+    pub placed: Option<u64>,
+    pub rejected: Option<u64>,
+    pub place_per_s: Option<f64>,
+    pub place_p99_ms: Option<f64>,
+    pub captured: Option<u64>,
+    pub capture_per_s: Option<f64>,
+    pub capture_p99_ms: Option<f64>,
+    pub final_balance: Option<i64>,
+    pub final_held: Option<i64>,
+    pub errors: Option<u64>,
+    pub expiring: u64,
+    pub expired: Option<u64>,
+    /// Release time minus `expires_at`, over the expiring holds.
+    pub expiry_delay_p50_ms: Option<f64>,
+    pub expiry_delay_p99_ms: Option<f64>,
+    pub expiry_delay_max_ms: Option<f64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub place_cpu_percent: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture_cpu_percent: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -299,6 +329,33 @@ impl Report {
                 half_spread,
                 "0.5 × spread",
                 scenarios.hot_wallet.reason.as_ref().or(scenarios.spread.reason.as_ref()),
+            ),
+            target(
+                "holds placed/s",
+                scenarios.holds.place_per_s,
+                "/s",
+                Direction::AtLeast,
+                half_spread,
+                "0.5 × spread",
+                scenarios.holds.reason.as_ref().or(scenarios.spread.reason.as_ref()),
+            ),
+            target(
+                "holds captured/s",
+                scenarios.holds.capture_per_s,
+                "/s",
+                Direction::AtLeast,
+                half_spread,
+                "0.5 × spread",
+                scenarios.holds.reason.as_ref().or(scenarios.spread.reason.as_ref()),
+            ),
+            target(
+                "hold expiry delay p99",
+                scenarios.holds.expiry_delay_p99_ms,
+                "ms",
+                Direction::AtMost,
+                Some(2_000.0),
+                "2,000 ms",
+                scenarios.holds.reason.as_ref(),
             ),
             target(
                 "projection lag p99",
@@ -520,6 +577,7 @@ mod tests {
         for (scenario, keys) in [
             ("spread", &["commands_per_s", "p50_ms", "p99_ms", "errors"][..]),
             ("hot_wallet", &["commands_per_s", "succeeded", "rejected", "final_balance", "errors"]),
+            ("holds", &["placed", "place_per_s", "captured", "capture_per_s", "expiry_delay_p99_ms"]),
             ("projection_lag", &["p50_ms", "p99_ms"]),
             ("rebuild", &["events_per_s"]),
             ("flat_cost", &["command_ratio", "history_page_ratio"]),

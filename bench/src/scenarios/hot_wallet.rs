@@ -130,13 +130,13 @@ pub async fn run(bench: &Bench, hot: &mut HotWallet) -> anyhow::Result<Vec<Check
 }
 
 /// A spend's way to the server: its own HTTP/1.1 connection, or a stream of a shared HTTP/2 one.
-enum Client {
+pub(super) enum Client {
     Http1(Connection),
     Http2(Multiplexed),
 }
 
 impl Client {
-    async fn send(&mut self, request: &Request) -> anyhow::Result<Response> {
+    pub(super) async fn send(&mut self, request: &Request) -> anyhow::Result<Response> {
         match self {
             Client::Http1(connection) => connection.send(request).await,
             Client::Http2(connection) => connection.send(request).await,
@@ -145,7 +145,11 @@ impl Client {
 }
 
 /// One client per spend, connected before the spends are released.
-async fn open(endpoint: &Arc<Endpoint>, spends: u64, spends_per_connection: u64) -> anyhow::Result<Vec<Client>> {
+pub(super) async fn open(
+    endpoint: &Arc<Endpoint>,
+    spends: u64,
+    spends_per_connection: u64,
+) -> anyhow::Result<Vec<Client>> {
     let spends = spends as usize;
     let mut clients = Vec::with_capacity(spends);
     if spends_per_connection == 0 {

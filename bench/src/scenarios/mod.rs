@@ -6,6 +6,7 @@
 
 mod checks;
 mod flat_cost;
+mod holds;
 mod hot_wallet;
 mod projection_lag;
 mod reads;
@@ -47,6 +48,7 @@ pub enum Scenario {
     Pgbench,
     Spread,
     HotWallet,
+    Holds,
     ProjectionLag,
     Reads,
     Rebuild,
@@ -307,6 +309,27 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
         }
     } else {
         report.scenarios.hot_wallet.reason = Some(skipped());
+    }
+
+    if bench.wants(Scenario::Holds) {
+        phases.begin(
+            report,
+            &bench.memory,
+            "holds",
+            &format!(
+                "holds: {} concurrent holds of 1 on a wallet funded with {}, their captures, {} expiring within 1 s",
+                bench.config.holds, bench.config.holds_funded, bench.config.holds_expiring
+            ),
+        );
+        match holds::run(bench, &mut report.scenarios.holds).await {
+            Ok(checks) => report.correctness.extend(checks),
+            Err(error) => {
+                report.scenarios.holds.reason = Some(format!("{error:#}"));
+                fail(report, "holds ran", format!("{error:#}"));
+            }
+        }
+    } else {
+        report.scenarios.holds.reason = Some(skipped());
     }
 
     let spread_rate = report.scenarios.spread.commands_per_s;
