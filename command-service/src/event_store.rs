@@ -590,6 +590,14 @@ pub async fn due_holds(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<
         .map_err(|error| StoreError::of(error, "find due holds"))
 }
 
+/// How many holds are active (placed, not resolved).
+pub async fn active_holds(pool: &PgPool) -> Result<i64, StoreError> {
+    sqlx::query_scalar("SELECT count(*) FROM holds_due")
+        .fetch_one(pool)
+        .await
+        .map_err(|error| StoreError::of(error, "count the active holds"))
+}
+
 /// When the next active hold is due, if any is.
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
     sqlx::query_scalar("SELECT min(expires_at) FROM holds_due")

@@ -25,6 +25,8 @@ use crate::execute::{CommandRequest, Executor, Reply};
 pub const EXPIRER_LOCK_KEY: i64 = 0x7461_6c6c_7902;
 /// How often a standby tries to become the active expirer.
 const LEADER_RETRY: Duration = Duration::from_secs(1);
+/// How often the active expirer counts the active holds for `tally_holds_active`.
+const ACTIVE_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 /// The principal expiries are recorded under.
 pub const EXPIRER_PRINCIPAL: &str = "tally:expirer";
 
@@ -74,7 +76,12 @@ async fn expire_while_leading(
     mut lock: PgConnection,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let mut counted = tokio::time::Instant::now() - ACTIVE_COUNT_INTERVAL;
     while !*stop.borrow() {
+        if counted.elapsed() >= ACTIVE_COUNT_INTERVAL {
+            metrics::gauge!("tally_holds_active").set(event_store::active_holds(pool).await? as f64);
+            counted = tokio::time::Instant::now();
+        }
         // The lock lives as long as its connection: a dead connection means another instance may lead now.
         lock.ping().await?;
         let now = Utc::now();

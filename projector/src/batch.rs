@@ -420,23 +420,21 @@ impl Fold {
                         state.row.status = status_str(status);
                         return Ok(());
                     }
-                    WalletEvent::WalletHoldPlaced(placed) => {
-                        let held_before = std::mem::replace(&mut state.row.held, placed.held_after);
+                    WalletEvent::WalletHoldPlaced(_) | WalletEvent::WalletHoldSettled(_) => {
+                        // Holds are placed on user wallets only: what they hold is the asset's held total.
+                        let (held_after, active_delta) = match wallet_event {
+                            WalletEvent::WalletHoldPlaced(placed) => (placed.held_after, 1),
+                            WalletEvent::WalletHoldSettled(settled) => {
+                                (settled.held_after, -i64::from(settled.resolved))
+                            }
+                            _ => unreachable!("matched above"),
+                        };
+                        let held_before = std::mem::replace(&mut state.row.held, held_after);
                         let totals = self.totals.entry(state.row.asset.clone()).or_default();
                         let out_of_range = |_| FoldError::TotalOutOfRange { position };
-                        totals.held_delta.add(placed.held_after).map_err(out_of_range)?;
+                        totals.held_delta.add(held_after).map_err(out_of_range)?;
                         totals.held_delta.sub(held_before).map_err(out_of_range)?;
-                        totals.active_hold_delta += 1;
-                        totals.position = position;
-                        return Ok(());
-                    }
-                    WalletEvent::WalletHoldSettled(settled) => {
-                        let held_before = std::mem::replace(&mut state.row.held, settled.held_after);
-                        let totals = self.totals.entry(state.row.asset.clone()).or_default();
-                        let out_of_range = |_| FoldError::TotalOutOfRange { position };
-                        totals.held_delta.add(settled.held_after).map_err(out_of_range)?;
-                        totals.held_delta.sub(held_before).map_err(out_of_range)?;
-                        totals.active_hold_delta -= i64::from(settled.resolved);
+                        totals.active_hold_delta += active_delta;
                         totals.position = position;
                         return Ok(());
                     }

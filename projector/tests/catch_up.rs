@@ -52,12 +52,8 @@ async fn batches_that_cut_commands_in_two_still_equal_a_replay(pool: PgPool) {
     mixed_workload(&mut ledger, 4, 120, 11).await;
 
     for batch_size in ["1", "7"] {
-        sqlx::query(
-            "TRUNCATE rm_assets, rm_asset_volumes, rm_wallets, rm_wallet_history, rm_transfers, rm_transfer_reversals",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
+        let tables = projector::schema::READ_MODEL_TABLES.join(", ");
+        sqlx::query(&format!("TRUNCATE {tables}")).execute(&pool).await.unwrap();
         sqlx::query("UPDATE projection_checkpoints SET position = 0").execute(&pool).await.unwrap();
         let projector =
             RunningProjector::start(&pool, config(&unique_prefix(), &nats_url(), &["--batch-size-max", batch_size]))

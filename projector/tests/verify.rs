@@ -34,6 +34,47 @@ async fn verify_exit_code(pool: &PgPool) -> (i32, String) {
     (output.status.code().unwrap(), String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Appends an event of the test's to `stream_id`, after its last one, with a valid hash chain and under the
+/// append lock: as a writer who can forge the chain would, so that only the invariants can catch it.
+async fn plant(pool: &PgPool, stream_id: &str, event_type: &str, data: &serde_json::Value) {
+    let (version, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT version, hash FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1")
+            .bind(stream_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let metadata = serde_json::json!({});
+    let recorded_at = tally_shared::envelope::truncate_to_micros(chrono::Utc::now());
+    let event_id = uuid::Uuid::now_v7();
+    let chained = tally_shared::envelope::HashedFields {
+        stream_id,
+        version: version + 1,
+        event_id,
+        event_type,
+        data,
+        metadata: &metadata,
+        recorded_at,
+    }
+    .chain_hash(&hash.try_into().unwrap());
+    sqlx::query(
+        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($9))
+         INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM lock",
+    )
+    .bind(stream_id)
+    .bind(version + 1)
+    .bind(event_id)
+    .bind(event_type)
+    .bind(data)
+    .bind(&metadata)
+    .bind(recorded_at)
+    .bind(chained.as_slice())
+    .bind(command_service::event_store::APPEND_LOCK_KEY)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn an_honest_database_passes(pool: PgPool) {
     projected_workload(&pool).await;
@@ -141,36 +182,7 @@ async fn an_overdrawn_and_unbalanced_log_is_reported(pool: PgPool) {
     let mut posting = row.2.clone();
     posting["amount"] = serde_json::json!("5.00");
     posting["balance_after"] = serde_json::json!("-4.00");
-    let metadata = serde_json::json!({});
-    let recorded_at = tally_shared::envelope::truncate_to_micros(chrono::Utc::now());
-    let event_id = uuid::Uuid::now_v7();
-    let stream_id = format!("wallet-{wallet}");
-    let hash = tally_shared::envelope::HashedFields {
-        stream_id: &stream_id,
-        version: row.0 + 1,
-        event_id,
-        event_type: "WalletDebited",
-        data: &posting,
-        metadata: &metadata,
-        recorded_at,
-    }
-    .chain_hash(&row.3.clone().try_into().unwrap());
-    sqlx::query(
-        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8))
-         INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
-         SELECT $1, $2, $3, 'WalletDebited', $4, $5, $6, $7 FROM lock",
-    )
-    .bind(&stream_id)
-    .bind(row.0 + 1)
-    .bind(event_id)
-    .bind(&posting)
-    .bind(&metadata)
-    .bind(recorded_at)
-    .bind(hash.as_slice())
-    .bind(command_service::event_store::APPEND_LOCK_KEY)
-    .execute(&pool)
-    .await
-    .unwrap();
+    plant(&pool, &format!("wallet-{wallet}"), "WalletDebited", &posting).await;
 
     let report = verify(&pool, 50).await.unwrap();
 
@@ -252,46 +264,11 @@ async fn a_hold_captured_twice_in_the_log_is_reported(pool: PgPool) {
         ledger.define_asset("GOLD", 2, None).await;
         captured_hold(&mut ledger).await
     };
-    let stream_id = format!("hold-{hold_id}");
-    let (version, hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT version, hash FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1")
-            .bind(&stream_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let recorded_at = tally_shared::envelope::truncate_to_micros(chrono::Utc::now());
     let data = serde_json::json!({
         "transfer_id": uuid::Uuid::now_v7(), "amount": "5.00", "released": "0.00", "final": true,
-        "captured_at": recorded_at,
+        "captured_at": chrono::Utc::now(),
     });
-    let metadata = serde_json::json!({});
-    let event_id = uuid::Uuid::now_v7();
-    let chained = tally_shared::envelope::HashedFields {
-        stream_id: &stream_id,
-        version: version + 1,
-        event_id,
-        event_type: "HoldCaptured",
-        data: &data,
-        metadata: &metadata,
-        recorded_at,
-    }
-    .chain_hash(&hash.try_into().unwrap());
-    sqlx::query(
-        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8))
-         INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at, hash)
-         SELECT $1, $2, $3, 'HoldCaptured', $4, $5, $6, $7 FROM lock",
-    )
-    .bind(&stream_id)
-    .bind(version + 1)
-    .bind(event_id)
-    .bind(&data)
-    .bind(&metadata)
-    .bind(recorded_at)
-    .bind(chained.as_slice())
-    .bind(command_service::event_store::APPEND_LOCK_KEY)
-    .execute(&pool)
-    .await
-    .unwrap();
+    plant(&pool, &format!("hold-{hold_id}"), "HoldCaptured", &data).await;
 
     let report = verify(&pool, 50).await.unwrap();
 

@@ -22,7 +22,7 @@ def before_call(context, case, kwargs):
 # Referential data. Schemathesis draws values from the schemas, and a schema cannot name the wallets that
 # exist: a drawn wallet id is a fresh UUID, so nearly every command would be `404 wallet_not_found` and test
 # only that. scripts/schemathesis/run makes a small ledger first (the GOLD asset at scale 18, funded wallets,
-# transfers) and names it in TALLY_ST_WALLETS and TALLY_ST_TRANSFERS; these hooks put its ids in place of drawn
+# transfers, holds) and names it in TALLY_ST_WALLETS, TALLY_ST_TRANSFERS and TALLY_ST_HOLDS; these hooks put its ids in place of drawn
 # ones. Only values that are already valid are replaced, so a deliberately invalid value (a negative case)
 # stays invalid and must still be refused.
 
@@ -33,6 +33,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _ASSET = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
 _WALLETS = [wallet for wallet in os.environ.get("TALLY_ST_WALLETS", "").split(",") if wallet]
 _TRANSFERS = [transfer for transfer in os.environ.get("TALLY_ST_TRANSFERS", "").split(",") if transfer]
+_HOLDS = [hold for hold in os.environ.get("TALLY_ST_HOLDS", "").split(",") if hold]
 
 
 def _is_uuid(value):
@@ -55,6 +56,8 @@ def map_path_parameters(context, path_parameters):
         path_parameters["wallet_id"] = _pick(_WALLETS, path_parameters["wallet_id"])
     if _TRANSFERS and _is_uuid(path_parameters.get("transfer_id")):
         path_parameters["transfer_id"] = _pick(_TRANSFERS, path_parameters["transfer_id"])
+    if _HOLDS and _is_uuid(path_parameters.get("hold_id")):
+        path_parameters["hold_id"] = _pick(_HOLDS, path_parameters["hold_id"])
     return path_parameters
 
 
@@ -62,6 +65,8 @@ def map_path_parameters(context, path_parameters):
 def map_body(context, body):
     if not isinstance(body, dict) or len(_WALLETS) < 2:
         return body
+    if _is_uuid(body.get("to_wallet_id")) and "from_wallet_id" not in body:
+        body["to_wallet_id"] = _pick(_WALLETS, body["to_wallet_id"])
     if _is_uuid(body.get("from_wallet_id")) and _is_uuid(body.get("to_wallet_id")):
         sender = _pick(_WALLETS, body["from_wallet_id"])
         body["from_wallet_id"], body["to_wallet_id"] = sender, _pick(_WALLETS, body["to_wallet_id"], skip=sender)

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tally_shared::api::{check_text, HoldView, Page, REFERENCE_LENGTH_MAX};
+use tally_shared::api::{HoldView, Page};
 use tally_shared::hold::HoldStatus;
 
 use crate::cursor::HoldsCursor;
@@ -73,13 +73,7 @@ pub async fn of_wallet(
 /// The holds carrying a reference, oldest first (at most `HOLDS_BY_REFERENCE_MAX`).
 pub async fn by_reference(State(state): State<AppState>, query: QueryParams) -> Result<Json<HoldList>, ApiError> {
     let query = query.allow(&["reference"])?;
-    let reference = query.text("reference").ok_or_else(|| ApiError::validation("reference", "is required"))?;
-    check_text("reference", reference, REFERENCE_LENGTH_MAX).map_err(|_| {
-        ApiError::validation(
-            "reference",
-            format!("must have 1 to {REFERENCE_LENGTH_MAX} characters and no control characters"),
-        )
-    })?;
+    let reference = query.reference()?;
     Ok(Json(HoldList {
         items: state.read(async |connection| hold_reads::holds_by_reference(connection, reference).await).await?,
     }))

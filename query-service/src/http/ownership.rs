@@ -124,16 +124,8 @@ async fn owns_wallet(connection: &mut PgConnection, owner: &str, wallet_id: Uuid
 /// event's data is read in Rust, through the upcaster, never in SQL.
 async fn touches_owned_wallet(connection: &mut PgConnection, owner: &str, transfer_id: Uuid) -> anyhow::Result<bool> {
     let stream = StreamId::Transfer(TransferId(transfer_id));
-    let recorded: Option<(String, String)> =
-        sqlx::query_as("SELECT event_type, data::text FROM events WHERE stream_id = $1 AND version = 1")
-            .bind(stream.to_string())
-            .fetch_optional(&mut *connection)
-            .await
-            .context("read a transfer's first event")?;
-    let Some((event_type, data)) = recorded else { return Ok(false) };
-    let Event::Transfer(TransferEvent::TransferRecorded(recorded)) =
-        Event::from_stored_text(&stream, &event_type, &data).with_context(|| format!("read {stream} v1"))?
-    else {
+    let Some(first) = first_event(connection, &stream).await? else { return Ok(false) };
+    let Event::Transfer(TransferEvent::TransferRecorded(recorded)) = first else {
         anyhow::bail!("{stream} does not start with TransferRecorded");
     };
     let wallets: Vec<Uuid> = recorded.legs.iter().flat_map(|leg| [leg.from_wallet_id.0, leg.to_wallet_id.0]).collect();
@@ -148,19 +140,23 @@ async fn touches_owned_wallet(connection: &mut PgConnection, owner: &str, transf
 /// Whether the hold (as its first event placed it) is on a wallet of `owner`. Read through the upcaster.
 async fn owns_hold(connection: &mut PgConnection, owner: &str, hold_id: Uuid) -> anyhow::Result<bool> {
     let stream = StreamId::Hold(HoldId(hold_id));
-    let placed: Option<(String, String)> =
+    let Some(first) = first_event(connection, &stream).await? else { return Ok(false) };
+    let Event::Hold(HoldEvent::HoldPlaced(placed)) = first else {
+        anyhow::bail!("{stream} does not start with HoldPlaced");
+    };
+    owns_wallet(connection, owner, placed.wallet_id.0).await
+}
+
+/// A stream's first event, read through the upcaster; `None` if the stream does not exist.
+async fn first_event(connection: &mut PgConnection, stream: &StreamId) -> anyhow::Result<Option<Event>> {
+    let first: Option<(String, String)> =
         sqlx::query_as("SELECT event_type, data::text FROM events WHERE stream_id = $1 AND version = 1")
             .bind(stream.to_string())
             .fetch_optional(&mut *connection)
             .await
-            .context("read a hold's first event")?;
-    let Some((event_type, data)) = placed else { return Ok(false) };
-    let Event::Hold(HoldEvent::HoldPlaced(placed)) =
-        Event::from_stored_text(&stream, &event_type, &data).with_context(|| format!("read {stream} v1"))?
-    else {
-        anyhow::bail!("{stream} does not start with HoldPlaced");
-    };
-    owns_wallet(connection, owner, placed.wallet_id.0).await
+            .with_context(|| format!("read the first event of {stream}"))?;
+    let Some((event_type, data)) = first else { return Ok(None) };
+    Event::from_stored_text(stream, &event_type, &data).with_context(|| format!("read {stream} v1")).map(Some)
 }
 
 /// Keeps the items of a `{"items": [transfer or hold, …]}` answer that touch a wallet of `owner`: a transfer's

@@ -80,6 +80,23 @@ impl QueryParams {
         self.pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
+    /// The required `reference` of a by-reference read: a client string within its limits.
+    pub fn reference(&self) -> Result<&str, ApiError> {
+        let reference = self.text("reference").ok_or_else(|| ApiError::validation("reference", "is required"))?;
+        tally_shared::api::check_text("reference", reference, tally_shared::api::REFERENCE_LENGTH_MAX).map_err(
+            |_| {
+                ApiError::validation(
+                    "reference",
+                    format!(
+                        "must have 1 to {} characters and no control characters",
+                        tally_shared::api::REFERENCE_LENGTH_MAX
+                    ),
+                )
+            },
+        )?;
+        Ok(reference)
+    }
+
     /// A whole number of at least `minimum`, if given.
     pub fn integer(&self, name: &str, minimum: i64) -> Result<Option<i64>, ApiError> {
         let Some(text) = self.text(name) else { return Ok(None) };

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tally_shared::api::{check_text, TransferView, REFERENCE_LENGTH_MAX};
+use tally_shared::api::TransferView;
 
 use crate::http::error::ApiError;
 use crate::http::params::{self, QueryParams, Segment};
@@ -30,13 +30,7 @@ pub async fn one(
 /// The transfers carrying a reference, oldest first (at most `TRANSFERS_BY_REFERENCE_MAX`).
 pub async fn by_reference(State(state): State<AppState>, query: QueryParams) -> Result<Json<TransferList>, ApiError> {
     let query = query.allow(&["reference"])?;
-    let reference = query.text("reference").ok_or_else(|| ApiError::validation("reference", "is required"))?;
-    check_text("reference", reference, REFERENCE_LENGTH_MAX).map_err(|_| {
-        ApiError::validation(
-            "reference",
-            format!("must have 1 to {REFERENCE_LENGTH_MAX} characters and no control characters"),
-        )
-    })?;
+    let reference = query.reference()?;
     Ok(Json(TransferList {
         items: state.read(async |connection| read_models::transfers_by_reference(connection, reference).await).await?,
     }))
