@@ -140,3 +140,17 @@ async fn an_undeclared_method_is_405_before_its_query_is_read(pool: PgPool) {
     let reply = assert_refused(&app, app.client.delete(app.url(&path)), 405, "method_not_allowed").await;
     assert_eq!(reply.headers["allow"], "POST");
 }
+
+/// A body of whitespace JSON does not know (a form feed, a vertical tab) is no empty body: it is malformed,
+/// where JSON's own whitespace on a route whose body may be empty stands for `{}`.
+#[sqlx::test(migrations = "../migrations")]
+async fn whitespace_json_does_not_know_is_malformed_not_empty(pool: PgPool) {
+    let (app, wallet) = ledger(pool).await;
+    for body in ["\u{c}", "\u{b}", " \u{c} "] {
+        let request = raw(&app, &format!("/v1/wallets/{wallet}/freeze"), "application/json", body);
+        assert_refused(&app, request, 400, "malformed_json").await;
+    }
+    let request = raw(&app, &format!("/v1/wallets/{wallet}/freeze"), "application/json", " \r\n\t");
+    assert_eq!(app.send(request).await.status, 200, "JSON's whitespace is an empty body");
+    app.stop().await;
+}

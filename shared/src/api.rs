@@ -200,7 +200,12 @@ impl Problem {
         }
     }
 
+    /// RFC 9457's own members: an extra member of one of these names would shadow it.
+    pub const RESERVED_MEMBERS: [&'static str; 5] = ["type", "title", "status", "code", "detail"];
+
+    /// Adds an extension member; never one of [`Problem::RESERVED_MEMBERS`] (a debug build panics).
     pub fn with(mut self, member: &str, value: impl Serialize) -> Problem {
+        debug_assert!(!Problem::RESERVED_MEMBERS.contains(&member), "problem member {member:?} is reserved");
         self.extra.insert(member.to_owned(), serde_json::to_value(value).expect("problem members serialize"));
         self
     }
@@ -262,7 +267,7 @@ impl From<&DomainError> for Problem {
                 Problem::new(ProblemCode::HoldNotFound, format!("hold {hold_id} not found")).with("hold_id", hold_id)
             }
             DomainError::HoldNotActive { hold_id, status } => {
-                Problem::new(ProblemCode::HoldNotActive, detail).with("hold_id", hold_id).with("status", status)
+                Problem::new(ProblemCode::HoldNotActive, detail).with("hold_id", hold_id).with("hold_status", status)
             }
             DomainError::HoldExpired { hold_id, expires_at } => {
                 Problem::new(ProblemCode::HoldExpired, detail).with("hold_id", hold_id).with("expires_at", expires_at)
@@ -767,6 +772,14 @@ mod tests {
         let problem = Problem::new(ProblemCode::InsufficientFunds, "x");
         assert_eq!(problem.problem_type, "/problems/insufficient-funds");
         assert_eq!(problem.status, 422);
+    }
+
+    #[test]
+    fn a_hold_problem_keeps_the_http_status_and_names_the_holds_own() {
+        let hold_id = HoldId(Uuid::nil());
+        let problem = Problem::from(&DomainError::HoldNotActive { hold_id, status: crate::hold::HoldStatus::Captured });
+        let json = serde_json::to_value(&problem).unwrap();
+        assert_eq!((json["status"].clone(), json["hold_status"].clone()), (serde_json::json!(409), "captured".into()));
     }
 
     #[test]
