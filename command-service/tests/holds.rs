@@ -150,6 +150,17 @@ async fn bad_hold_requests_are_refused_and_write_nothing(pool: PgPool) {
         let reply = place(&app, &wallet, body.clone()).await;
         assert_eq!((reply.status, reply.code()), (status, code), "{body}: {:?}", reply.body);
     }
+    // A malformed expiry is refused before anything is read: not even a stale If-Match gets to answer 412.
+    let stale = app
+        .send(
+            app.client
+                .post(app.url(&format!("/v1/wallets/{wallet}/holds")))
+                .header("idempotency-key", key())
+                .header("if-match", "\"999\"")
+                .json(&json!({"amount": "1", "expires_in_s": 2_592_001})),
+        )
+        .await;
+    assert_eq!((stale.status, stale.code()), (422, "validation_failed"), "{:?}", stale.body);
     let placed = place(&app, &wallet, json!({"amount": "1"})).await;
     let hold_id = placed.body["hold_id"].as_str().unwrap();
     let expected = chrono::DateTime::parse_from_rfc3339(placed.body["created_at"].as_str().unwrap()).unwrap()

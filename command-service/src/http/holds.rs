@@ -41,6 +41,9 @@ pub async fn place(
         (None, Some(expires_at)) => Expiry::At(expires_at),
         (None, None) => Expiry::In(HOLD_EXPIRES_IN_S_DEFAULT),
     };
+    // Out of the window now is out of it when decided (a moment later): refused here, before anything is read,
+    // like any malformed request. The Decider checks again at the command's own time.
+    expiry.resolve(Utc::now()).map_err(|error| ApiError::from(&error))?;
     let command = Command::PlaceHold {
         hold_id: HoldId(Uuid::now_v7()),
         wallet_id,
