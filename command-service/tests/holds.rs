@@ -371,3 +371,30 @@ async fn a_standby_expirer_takes_over_when_the_active_one_dies(pool: PgPool) {
     assert_eq!(balance_and_held(&standby, &wallet).await.1, Decimal::ZERO);
     standby.stop().await;
 }
+
+/// The only instance dies with holds about to fall due; a new one starts later and releases every hold that
+/// fell due meanwhile, each once.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_restarted_expirer_releases_what_fell_due_while_it_was_down(pool: PgPool) {
+    let fast = ["--expirer-poll-ms", "20"];
+    let first = TestApp::spawn_with(pool.clone(), support::config(&fast)).await;
+    let wallet = funded(&first, "1000").await;
+    let placed = join_all((0..50).map(|_| place(&first, &wallet, json!({"amount": "1", "expires_in_s": 1})))).await;
+    assert!(placed.iter().all(|reply| reply.status == 201));
+    first.abort().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let due: i64 = sqlx::query_scalar("SELECT count(*) FROM holds_due").fetch_one(&pool).await.unwrap();
+    assert_eq!(due, 50, "nothing released them while no instance ran");
+
+    let restarted = TestApp::spawn_with(pool.clone(), support::config(&fast)).await;
+    until_no_hold_is_active(&restarted).await;
+
+    let (expired, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT stream_id) FROM events WHERE event_type = 'HoldExpired'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((expired, distinct), (50, 50));
+    assert_eq!(balance_and_held(&restarted, &wallet).await, (Decimal::from(1_000), Decimal::ZERO));
+    restarted.stop().await;
+}
