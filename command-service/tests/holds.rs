@@ -317,7 +317,7 @@ async fn two_instances_run_one_expirer_and_release_each_hold_once(pool: PgPool) 
     assert!(placed.iter().all(|reply| reply.status == 201));
     let leaders: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid::bigint = $1
-         AND objid::bigint = $2",
+         AND objid::bigint = $2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .bind(EXPIRER_LOCK.0)
     .bind(EXPIRER_LOCK.1)

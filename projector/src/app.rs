@@ -126,7 +126,17 @@ impl App {
             }
         });
 
+        let signer = match &self.config.digest_signing_key_file {
+            Some(path) => Some(crate::digests::Signer::from_file(path)?),
+            None => {
+                tracing::warn!("DIGEST_SIGNING_KEY_FILE is not set: the log hash is kept, but no digest is signed");
+                None
+            }
+        };
         let projection = Projection {
+            digests_subject: format!("{}.digests", self.config.nats_subject_prefix),
+            signer,
+            nats: self.nats.clone(),
             config: self.config,
             pool: self.pool,
             metrics: self.metrics,
@@ -148,6 +158,9 @@ impl App {
 }
 
 struct Projection {
+    signer: Option<crate::digests::Signer>,
+    nats: async_nats::Client,
+    digests_subject: String,
     config: Config,
     pool: PgPool,
     metrics: Metrics,
@@ -233,6 +246,7 @@ impl Projection {
         self.metrics.checkpoint.set(checkpoint as f64);
         let mut stop = self.stop.clone();
         let mut last_upkeep: Option<Instant> = None;
+        let mut last_digest: Option<Instant> = None;
         loop {
             while !self.stopped() {
                 let outcome =
@@ -269,6 +283,12 @@ impl Projection {
                 self.refresh_lag(checkpoint).await?;
                 lock.check().await?;
                 last_upkeep = Some(Instant::now());
+            }
+            if let Some(signer) = &self.signer {
+                if last_digest.is_none_or(|at| at.elapsed() >= self.config.digest_interval()) {
+                    crate::digests::record_if_advanced(&self.pool, signer, &self.nats, &self.digests_subject).await?;
+                    last_digest = Some(Instant::now());
+                }
             }
             let cause = tokio::select! {
                 _ = self.wake.notified() => WakeCause::Notification,

@@ -742,6 +742,7 @@ mod tests {
                     event,
                     idempotency_key: Some("key".to_owned()),
                     recorded_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                    hash: [0; 32],
                 });
             }
         }

@@ -60,12 +60,7 @@ pub async fn apply_next_batch(
     failpoints: &Failpoints,
 ) -> anyhow::Result<BatchOutcome> {
     let mut transaction = pool.begin().await.context("begin a batch")?;
-    let checkpoint: i64 =
-        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
-            .bind(PROJECTION_NAME)
-            .fetch_one(&mut *transaction)
-            .await
-            .context("lock the checkpoint")?;
+    let (checkpoint, log_hash) = lock_checkpoint(&mut transaction).await?;
     if checkpoint != expected_checkpoint {
         return Ok(BatchOutcome::Fenced { checkpoint });
     }
@@ -78,21 +73,45 @@ pub async fn apply_next_batch(
     let writes = batch::fold(&decoded, &prior)?;
     read_models::write(&mut transaction, "", &writes).await?;
     failpoints.check_after_apply()?;
-    advance_checkpoint(&mut transaction, new_checkpoint).await?;
+    advance_checkpoint(&mut transaction, new_checkpoint, &chain_log_over(log_hash, &decoded)).await?;
     transaction.commit().await.context("commit a batch")?;
     Ok(BatchOutcome::Applied { checkpoint: new_checkpoint, events: count, last_recorded_at })
 }
 
-/// Moves the checkpoint and wakes query-service's read-your-writes waiters; both take effect at commit.
-pub async fn advance_checkpoint(connection: &mut sqlx::PgConnection, checkpoint: i64) -> anyhow::Result<()> {
-    let updated =
-        sqlx::query("UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE projection = $1")
+/// Locks the checkpoint row (every writer's fence) and reads it: the position and the log hash up to it.
+pub async fn lock_checkpoint(connection: &mut sqlx::PgConnection) -> anyhow::Result<(i64, [u8; 32])> {
+    let (checkpoint, log_hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT position, log_hash FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
             .bind(PROJECTION_NAME)
-            .bind(checkpoint)
-            .execute(&mut *connection)
+            .fetch_one(&mut *connection)
             .await
-            .context("move the checkpoint")?
-            .rows_affected();
+            .context("lock the checkpoint")?;
+    let log_hash = log_hash.try_into().map_err(|_| anyhow::anyhow!("the stored log hash is not 32 bytes"))?;
+    Ok((checkpoint, log_hash))
+}
+
+/// The log hash after `events` (in position order), from `log_hash` before them (docs/audit.md).
+pub fn chain_log_over(log_hash: [u8; 32], events: &[events::DecodedEvent]) -> [u8; 32] {
+    events.iter().fold(log_hash, |log_hash, event| tally_shared::digest::chain_log(&log_hash, &event.hash))
+}
+
+/// Moves the checkpoint with the log hash up to it, and wakes query-service's read-your-writes waiters; all take
+/// effect at commit.
+pub async fn advance_checkpoint(
+    connection: &mut sqlx::PgConnection,
+    checkpoint: i64,
+    log_hash: &[u8; 32],
+) -> anyhow::Result<()> {
+    let updated = sqlx::query(
+        "UPDATE projection_checkpoints SET position = $2, log_hash = $3, updated_at = now() WHERE projection = $1",
+    )
+    .bind(PROJECTION_NAME)
+    .bind(checkpoint)
+    .bind(log_hash.as_slice())
+    .execute(&mut *connection)
+    .await
+    .context("move the checkpoint")?
+    .rows_affected();
     anyhow::ensure!(updated == 1, "the checkpoint row of {PROJECTION_NAME} is missing");
     sqlx::query("SELECT pg_notify($1, $2::text)")
         .bind(PROJECTION_ADVANCED_CHANNEL)

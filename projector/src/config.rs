@@ -86,9 +86,23 @@ pub struct Config {
     /// `json` for one JSON object per log line, anything else for human-readable lines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// A file holding the Ed25519 key that signs digests: its 32-byte secret as 64 hex digits. It lives outside
+    /// the database; without it the log hash is kept but no digest is recorded.
+    #[arg(long, env = "DIGEST_SIGNING_KEY_FILE")]
+    pub digest_signing_key_file: Option<std::path::PathBuf>,
+
+    /// How often the leader records a digest of the log hash, in seconds, when the log has advanced.
+    #[arg(long, env = "DIGEST_INTERVAL_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub digest_interval_s: u64,
 }
 
 impl Config {
+    pub fn digest_interval(&self) -> Duration {
+        Duration::from_secs(self.digest_interval_s)
+    }
+
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
     }

@@ -29,6 +29,8 @@ pub struct DecodedEvent {
     /// The only part of the metadata the read models keep.
     pub idempotency_key: Option<String>,
     pub recorded_at: DateTime<Utc>,
+    /// The event's own hash (its stream's chain), which the log hash chains in position order.
+    pub hash: [u8; 32],
 }
 
 /// Why a stored event could not be read back.
@@ -40,6 +42,12 @@ pub enum DecodeError {
     Data { position: i64, stream_id: String, event_type: String, source: serde_json::Error },
     #[error("event at position {position}: metadata: {source}")]
     Metadata { position: i64, source: serde_json::Error },
+    #[error("event at position {position}: a hash of {length} bytes, not 32")]
+    Hash { position: i64, length: usize },
+}
+
+fn hash_of(position: i64, hash: &[u8]) -> Result<[u8; 32], DecodeError> {
+    hash.try_into().map_err(|_| DecodeError::Hash { position, length: hash.len() })
 }
 
 impl EventRow {
@@ -67,6 +75,7 @@ impl EventRow {
             event,
             idempotency_key: metadata.idempotency_key,
             recorded_at: self.recorded_at,
+            hash: hash_of(self.position, &self.hash)?,
         })
     }
 }
@@ -99,6 +108,7 @@ struct ProjectedRow {
     data: String,
     idempotency_key: Option<String>,
     recorded_at: DateTime<Utc>,
+    hash: Vec<u8>,
 }
 
 impl ProjectedRow {
@@ -119,6 +129,7 @@ impl ProjectedRow {
             event,
             idempotency_key: self.idempotency_key,
             recorded_at: self.recorded_at,
+            hash: hash_of(self.position, &self.hash)?,
         })
     }
 }
@@ -133,7 +144,7 @@ pub async fn read_to_project(
 ) -> anyhow::Result<Vec<DecodedEvent>> {
     let rows = sqlx::query_as::<_, ProjectedRow>(
         "SELECT position, stream_id, version, event_type, data::text AS data,
-                metadata->>'idempotency_key' AS idempotency_key, recorded_at
+                metadata->>'idempotency_key' AS idempotency_key, recorded_at, hash
          FROM events WHERE position > $1 ORDER BY position LIMIT $2",
     )
     .bind(after)

@@ -19,6 +19,7 @@ pub mod app;
 pub mod batch;
 pub mod catch_up;
 pub mod config;
+pub mod digests;
 pub mod events;
 pub mod http;
 pub mod leader;

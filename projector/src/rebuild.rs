@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::RebuildConfig;
 use crate::events::{self, DecodedEvent};
 use crate::schema::READ_MODEL_TABLES;
-use crate::{batch, catch_up, leader, read_models, schema, PROJECTION_NAME, PROJECTOR_LOCK_KEY};
+use crate::{batch, catch_up, leader, read_models, schema, PROJECTOR_LOCK_KEY};
 
 /// Where fresh tables are built. Dropped and recreated by every rebuild.
 pub const STAGING_SCHEMA: &str = "projector_rebuild";
@@ -143,9 +143,10 @@ async fn build_and_swap(pool: &PgPool, batch_size: i64, progress: &mut impl FnMu
             }
         }
     });
-    let (mut events, mut position) = (0_u64, 0_i64);
+    let (mut events, mut position, mut log_hash) = (0_u64, 0_i64, tally_shared::digest::LOG_GENESIS_HASH);
     while let Some(batch) = receiver.recv().await {
         let batch = batch?;
+        log_hash = catch_up::chain_log_over(log_hash, &batch);
         let writes = {
             let mut connection = pool.acquire().await?;
             let prior = read_models::load_prior(&mut connection, &staging, &batch::needs(&batch)).await?;
@@ -174,7 +175,7 @@ async fn build_and_swap(pool: &PgPool, batch_size: i64, progress: &mut impl FnMu
             .await
             .with_context(|| format!("make {STAGING_SCHEMA}.{table} logged"))?;
     }
-    swap(pool, batch_size, &staging, position, events).await
+    swap(pool, batch_size, &staging, (position, log_hash), events).await
 }
 
 async fn write_staging(pool: &PgPool, staging: &str, writes: &batch::Writes, history: bool) -> anyhow::Result<()> {
@@ -251,22 +252,24 @@ async fn swap(
     pool: &PgPool,
     batch_size: i64,
     staging: &str,
-    mut position: i64,
+    (mut position, mut log_hash): (i64, [u8; 32]),
     mut events: u64,
 ) -> anyhow::Result<(u64, i64)> {
     let mut transaction = pool.begin().await?;
-    let live_checkpoint: i64 =
-        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
-            .bind(PROJECTION_NAME)
-            .fetch_one(&mut *transaction)
-            .await
-            .context("lock the checkpoint for the swap")?;
+    let (live_checkpoint, live_log_hash) =
+        catch_up::lock_checkpoint(&mut transaction).await.context("lock the checkpoint for the swap")?;
     loop {
         let batch = events::read_to_project(&mut transaction, position, batch_size).await?;
         let Some(last) = batch.last() else { break };
         position = last.position;
         events += batch.len() as u64;
+        log_hash = catch_up::chain_log_over(log_hash, &batch);
         apply(&mut transaction, staging, &batch).await?;
+    }
+    // The live log hash is a function of the log up to its checkpoint: one the rebuild disagrees with at an equal
+    // position means the log changed under it, or the live one was wrong; the rebuilt one is the replay's.
+    if live_checkpoint == position && live_log_hash != log_hash {
+        tracing::warn!(position, "the rebuilt log hash differs from the live one at the same position");
     }
     let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *transaction).await?;
     let live_schema = format!("\"{}\"", live_schema.replace('"', "\"\""));
@@ -282,7 +285,7 @@ async fn swap(
             .await
             .with_context(|| format!("move {table} into place"))?;
     }
-    catch_up::advance_checkpoint(&mut transaction, position).await?;
+    catch_up::advance_checkpoint(&mut transaction, position, &log_hash).await?;
     sqlx::query(&format!("DROP SCHEMA {STAGING_SCHEMA}")).execute(&mut *transaction).await?;
     transaction.commit().await.context("commit the swap")?;
     tracing::info!(live_checkpoint, rebuilt_checkpoint = position, "read models swapped in");

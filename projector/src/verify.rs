@@ -22,6 +22,7 @@ use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
 use tally_shared::asset::{Asset, AssetEvent};
+use tally_shared::digest::LOG_GENESIS_HASH;
 use tally_shared::envelope::{canonical_json, canonical_time, Change, Event, HashedFields, StreamId, GENESIS_HASH};
 use tally_shared::hold::{Hold, HoldEvent, HoldStatus};
 use tally_shared::ledger::World;
@@ -59,6 +60,9 @@ pub enum Check {
     Snapshot,
     /// A read-model row that differs from the replay.
     ReadModel,
+    /// The checkpoint's log hash or a digest that the replayed log hash disagrees with, or a digest whose
+    /// signature does not verify.
+    Digest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,14 +139,21 @@ pub async fn verify(pool: &PgPool, batch_size: i64) -> anyhow::Result<Report> {
         .execute(&mut *transaction)
         .await
         .context("take one snapshot for the whole verification")?;
-    let checkpoint: Option<i64> =
-        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1")
+    let stored: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT position, log_hash FROM projection_checkpoints WHERE projection = $1")
             .bind(PROJECTION_NAME)
             .fetch_optional(&mut *transaction)
             .await
             .context("read the checkpoint")?;
-    let checkpoint = checkpoint.unwrap_or(0);
+    let (checkpoint, checkpoint_log_hash) = stored.unwrap_or((0, LOG_GENESIS_HASH.to_vec()));
+    let digests: Vec<DigestRow> =
+        sqlx::query_as("SELECT position, log_hash, recorded_at, public_key, signature FROM digests ORDER BY position")
+            .fetch_all(&mut *transaction)
+            .await
+            .context("read the digests")?;
     let mut replay = Replay::default();
+    let mut wanted: std::collections::HashSet<i64> = digests.iter().map(|digest| digest.0).collect();
+    wanted.insert(checkpoint);
     let mut compared = false;
     let mut after = 0;
     loop {
@@ -161,6 +172,9 @@ pub async fn verify(pool: &PgPool, batch_size: i64) -> anyhow::Result<Report> {
                     history.push(expected);
                 }
             }
+            if wanted.contains(&row.position) {
+                replay.log_hash_at.insert(row.position, replay.log_hash);
+            }
         }
         compare_history(&mut transaction, &mut replay, history).await?;
     }
@@ -168,6 +182,7 @@ pub async fn verify(pool: &PgPool, batch_size: i64) -> anyhow::Result<Report> {
         compare_read_models(&mut transaction, &mut replay).await?;
     }
     replay.finish_invariants();
+    replay.check_log_hashes(checkpoint, &checkpoint_log_hash, &digests);
     compare_snapshots(&mut transaction, &mut replay).await?;
     transaction.rollback().await.ok();
     Ok(Report {
@@ -218,8 +233,15 @@ struct ExpectedHistory {
     columns: Vec<(&'static str, String)>,
 }
 
+/// A `digests` row: position, log hash, recorded_at, public key, signature.
+type DigestRow = (i64, Vec<u8>, DateTime<Utc>, Vec<u8>, Vec<u8>);
+
 #[derive(Default)]
 struct Replay {
+    /// The log hash over the stored hashes of the events replayed so far (docs/audit.md).
+    log_hash: [u8; 32],
+    /// The log hash at the checkpoint's and the digests' positions.
+    log_hash_at: HashMap<i64, [u8; 32]>,
     world: World,
     streams: HashMap<String, ReplayedStream>,
     wallets: HashMap<Uuid, ExpectedWallet>,
@@ -298,6 +320,7 @@ impl Replay {
         }
         // Chain on the stored hash, so that one altered event is reported once, not for the rest of its stream.
         stream.last_hash = row.hash.as_slice().try_into().unwrap_or(hash);
+        self.log_hash = tally_shared::digest::chain_log(&self.log_hash, &stream.last_hash);
         stream.version = row.version;
         stream.position = row.position;
         let broken = stream.broken;
@@ -623,6 +646,47 @@ impl Replay {
             }
         }
         self.asset_positions.insert(open.asset.to_string(), row.position);
+    }
+
+    /// The checkpoint's log hash and every digest agree with the replayed log hash, and every digest's signature
+    /// verifies with the key it names.
+    fn check_log_hashes(&mut self, checkpoint: i64, stored: &[u8], digests: &[DigestRow]) {
+        let at = |replay: &Replay, position: i64| {
+            if position == 0 {
+                Some(LOG_GENESIS_HASH)
+            } else {
+                replay.log_hash_at.get(&position).copied()
+            }
+        };
+        if at(self, checkpoint).is_some_and(|replayed| replayed.as_slice() != stored) {
+            let detail = format!("the checkpoint's log hash at position {checkpoint} is not the replay's");
+            self.finding(Check::Digest, detail);
+        }
+        for (position, log_hash, recorded_at, public_key, signature) in digests {
+            let what = format!("digest at position {position}");
+            match at(self, *position) {
+                None => self.finding(Check::Digest, format!("{what}: no event at that position")),
+                Some(replayed) if replayed.as_slice() != log_hash.as_slice() => self.finding(
+                    Check::Digest,
+                    format!(
+                        "{what}: log hash {} but the replay gives {}",
+                        hex::encode(log_hash),
+                        hex::encode(replayed)
+                    ),
+                ),
+                Some(_) => {}
+            }
+            let verified = (|| {
+                let key = ed25519_dalek::VerifyingKey::from_bytes(public_key.as_slice().try_into().ok()?).ok()?;
+                let signature = ed25519_dalek::Signature::from_slice(signature).ok()?;
+                let log_hash: [u8; 32] = log_hash.as_slice().try_into().ok()?;
+                let message = tally_shared::digest::signed_message(*position, &log_hash, *recorded_at);
+                key.verify_strict(message.as_bytes(), &signature).ok()
+            })();
+            if verified.is_none() {
+                self.finding(Check::Digest, format!("{what}: the signature does not verify with its public key"));
+            }
+        }
     }
 
     /// Every wallet's `held` is what its active holds have left, and resolved holds add up to their amount.

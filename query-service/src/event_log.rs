@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use tally_shared::digest::DigestView;
 use tally_shared::envelope::{Event, StoredEvent, StreamId};
 use tally_shared::wallet::WalletEvent;
 use uuid::Uuid;
@@ -82,6 +83,69 @@ pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64)
         .await
         .context("read the global log")?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// Up to `limit` events after position `after` and at or before `until`, in position order: a page of an export.
+pub async fn events_between(
+    connection: &mut PgConnection,
+    after: i64,
+    until: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<StoredEvent>> {
+    let rows: Vec<EventRow> =
+        sqlx::query_as(&format!("{EVENT_SELECT} WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"))
+            .bind(after)
+            .bind(until)
+            .bind(limit)
+            .fetch_all(&mut *connection)
+            .await
+            .context("read a page of the export")?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// The position of the last event committed (0 for an empty log).
+pub async fn head(connection: &mut PgConnection) -> anyhow::Result<i64> {
+    let head: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&mut *connection)
+        .await
+        .context("read the head")?;
+    Ok(head.unwrap_or(0))
+}
+
+/// A `digests` row: position, log hash, recorded_at, public key, signature.
+type DigestRow = (i64, Vec<u8>, DateTime<Utc>, Vec<u8>, Vec<u8>);
+
+fn digest_view((position, log_hash, recorded_at, public_key, signature): DigestRow) -> DigestView {
+    DigestView {
+        position,
+        log_hash: hex::encode(log_hash),
+        recorded_at,
+        public_key: hex::encode(public_key),
+        signature: hex::encode(signature),
+    }
+}
+
+const DIGEST_SELECT: &str = "SELECT position, log_hash, recorded_at, public_key, signature FROM digests";
+
+/// Up to `limit` digests after position `after`, oldest first.
+pub async fn digests_after(connection: &mut PgConnection, after: i64, limit: i64) -> anyhow::Result<Vec<DigestView>> {
+    let rows: Vec<DigestRow> =
+        sqlx::query_as(&format!("{DIGEST_SELECT} WHERE position > $1 ORDER BY position LIMIT $2"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *connection)
+            .await
+            .context("read digests")?;
+    Ok(rows.into_iter().map(digest_view).collect())
+}
+
+/// The digest of the highest position, if any.
+pub async fn latest_digest(connection: &mut PgConnection) -> anyhow::Result<Option<DigestView>> {
+    let row: Option<DigestRow> = sqlx::query_as(&format!("{DIGEST_SELECT} ORDER BY position DESC LIMIT 1"))
+        .fetch_optional(&mut *connection)
+        .await
+        .context("read the latest digest")?;
+    Ok(row.map(digest_view))
 }
 
 /// A moment in a stream's life: the last event at or before a global position, or at or before an instant.

@@ -9,11 +9,13 @@
 //! - [`hold`]: holds, which reserve part of a wallet's balance until captured, voided or expired (SPEC §8).
 //! - [`ledger`]: the top-level [`ledger::Command`], [`ledger::decide`] and [`ledger::World`] that compose the aggregates.
 //! - [`envelope`]: stream ids, the stored event envelope, canonical JSON and the hash chain.
+//! - [`digest`]: the running log hash over the global log and the signed digests of it (SPEC §10).
 //! - [`notification`]: the NATS subject, stream and message id of "events appended" notifications.
 //! - [`api`]: request and response bodies and problem codes shared by the services.
 
 pub mod api;
 pub mod asset;
+pub mod digest;
 pub mod envelope;
 pub mod error;
 pub mod hold;

@@ -413,13 +413,16 @@ pub async fn mixed_workload(ledger: &mut Ledger, wallets: usize, commands: usize
         min: None,
         max: Some(Decimal::from_str("5.00").unwrap()),
     };
-    ledger.define_asset("GOLD", 2, Some(fee)).await;
-    ledger.define_asset("GEMS", 0, None).await;
+    // A second workload on the same ledger adds wallets and commands to the assets the first defined.
+    if ledger.world.assets.is_empty() {
+        ledger.define_asset("GOLD", 2, Some(fee)).await;
+        ledger.define_asset("GEMS", 0, None).await;
+    }
     let mut all = Vec::new();
     for asset in ["GOLD", "GEMS"] {
         let mut ids = Vec::new();
         for index in 0..wallets {
-            ids.push(ledger.open_wallet(&format!("owner-{index}"), asset).await);
+            ids.push(ledger.open_wallet(&format!("owner-{seed}-{index}"), asset).await);
         }
         all.push((asset, ids));
     }

@@ -23,6 +23,8 @@ pub enum ApiError {
     TransferNotFound { transfer_id: Uuid },
     #[error("hold {hold_id} not found")]
     HoldNotFound { hold_id: Uuid },
+    #[error("no digest has been recorded yet")]
+    NoDigest,
     #[error("no route for {path}")]
     RouteNotFound { path: String },
     #[error("method not allowed")]
@@ -50,7 +52,7 @@ impl ApiError {
             ApiError::WalletNotFound { .. } => ProblemCode::WalletNotFound,
             ApiError::TransferNotFound { .. } => ProblemCode::TransferNotFound,
             ApiError::HoldNotFound { .. } => ProblemCode::HoldNotFound,
-            ApiError::RouteNotFound { .. } => ProblemCode::NotFound,
+            ApiError::RouteNotFound { .. } | ApiError::NoDigest => ProblemCode::NotFound,
             ApiError::MethodNotAllowed => ProblemCode::MethodNotAllowed,
             ApiError::ProjectionBehind { .. } => ProblemCode::ProjectionBehind,
             ApiError::Unavailable(_) => ProblemCode::Unavailable,
@@ -71,6 +73,7 @@ impl ApiError {
                 problem.with("position", position).with("min_position", min_position)
             }
             ApiError::RouteNotFound { .. }
+            | ApiError::NoDigest
             | ApiError::MethodNotAllowed
             | ApiError::Unavailable(_)
             | ApiError::Timeout(_)

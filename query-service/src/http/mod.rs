@@ -2,6 +2,7 @@
 //! (tokens, limits, request ids, HTTP metrics, `/docs`) is `tally_edge`'s, shared with command-service.
 
 pub mod assets;
+pub mod audit;
 pub mod balance;
 pub mod consistency;
 pub mod error;
@@ -87,6 +88,7 @@ const ASSET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable,
 const WALLET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, WalletNotFound];
 const OWNER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, NotFound];
 const TRANSFER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, TransferNotFound];
+const DIGEST: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, NotFound];
 const HOLD: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, HoldNotFound];
 const STREAM: &[ProblemCode] =
     &[ValidationFailed, ProjectionBehind, Unavailable, AssetNotFound, WalletNotFound, TransferNotFound, HoldNotFound];
@@ -110,6 +112,10 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         .route(get("/v1/holds/{hold_id}", read, HOLD), holds::one)
         .route(get("/v1/streams/{stream_id}/events", audit, STREAM), streams::events)
         .route(get("/v1/events", audit, READ), events::after)
+        .route(get("/v1/export", audit, READ), audit::export)
+        .route(get("/v1/digests", audit, READ), audit::digests)
+        .route(get("/v1/digests/latest", audit, DIGEST), audit::latest)
+        .route(get("/v1/digests/key", audit, DIGEST), audit::key)
         .route(get("/v1/projections", read, READ), projections::list)
         .route(get("/health/live", Access::Open, &[]), health::live)
         .route(get("/health/ready", Access::Open, &[Unavailable]), health::ready)

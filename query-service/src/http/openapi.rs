@@ -9,6 +9,7 @@ use tally_shared::api::{AssetView, HistoryEntryView, HoldView, TransferView, Wal
 use tally_shared::envelope::StoredEvent;
 
 use super::assets::AssetList;
+use super::audit::{DigestKey, DigestPage};
 use super::balance::BalanceAtView;
 use super::events::EventPage;
 use super::holds::HoldList;
@@ -42,6 +43,10 @@ use utoipa::{OpenApi, ToSchema};
         hold_one,
         stream_events,
         global_log,
+        export,
+        digests,
+        digest_latest,
+        digest_key,
         projections,
         health_live,
         health_ready,
@@ -58,6 +63,8 @@ use utoipa::{OpenApi, ToSchema};
         StoredEvent,
         StreamPage,
         EventPage,
+        DigestPage,
+        DigestKey,
         ProjectionView,
         ProjectionList
     )),
@@ -175,6 +182,29 @@ fn stream_events() {}
            Consistency),
     responses((status = 200, description = "The global log in commit order", body = EventPage)))]
 fn global_log() {}
+
+#[utoipa::path(get, path = "/v1/export", tag = "audit",
+    params(("after" = Option<i64>, Query, minimum = 0, description = "Position to export after, 0 by default; resume with the last line's"),
+           ("until" = Option<i64>, Query, minimum = 0, description = "Last position to export; the head when the export starts by default"),
+           Consistency),
+    responses((status = 200, description = "The global log in commit order, one event per line (the shape of `/v1/events` items), streamed",
+        content_type = "application/x-ndjson", body = StoredEvent)))]
+fn export() {}
+
+#[utoipa::path(get, path = "/v1/digests", tag = "audit",
+    params(("after" = Option<i64>, Query, minimum = 0, description = "Position to read after, 0 by default"),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, 50 by default"),
+           Consistency),
+    responses((status = 200, description = "Signed digests of the log hash, oldest first (docs/audit.md)", body = DigestPage)))]
+fn digests() {}
+
+#[utoipa::path(get, path = "/v1/digests/latest", tag = "audit", params(Consistency),
+    responses((status = 200, description = "The digest of the highest position", body = tally_shared::digest::DigestView)))]
+fn digest_latest() {}
+
+#[utoipa::path(get, path = "/v1/digests/key", tag = "audit", params(Consistency),
+    responses((status = 200, description = "The Ed25519 key that verifies the digests, as the latest names it; pin it out of band", body = DigestKey)))]
+fn digest_key() {}
 
 #[utoipa::path(get, path = "/v1/projections", tag = "operations", params(Consistency),
     responses((status = 200, description = "Each projection's checkpoint, the head and the lag", body = ProjectionList)))]

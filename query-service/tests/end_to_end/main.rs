@@ -10,6 +10,7 @@ mod support;
 mod commands;
 mod projector;
 
+mod audit;
 mod balance;
 mod global_log;
 mod holds;

@@ -13,14 +13,14 @@ pub struct Projector {
 impl Projector {
     /// Applies the log to the read models, woken by notifications under `prefix` and by its poll.
     pub async fn spawn(pool: PgPool, prefix: &str) -> Projector {
-        let cli = projector::Cli::parse_from([
-            "projector",
-            "run",
-            "--listen-addr",
-            "127.0.0.1:0",
-            "--nats-subject-prefix",
-            prefix,
-        ]);
+        Projector::spawn_with(pool, prefix, &[]).await
+    }
+
+    /// [`Projector::spawn`] with more flags of `projector run`.
+    pub async fn spawn_with(pool: PgPool, prefix: &str, extra: &[&str]) -> Projector {
+        let mut args = vec!["projector", "run", "--listen-addr", "127.0.0.1:0", "--nats-subject-prefix", prefix];
+        args.extend_from_slice(extra);
+        let cli = projector::Cli::parse_from(args);
         let projector::Command::Run(config) = cli.command else { unreachable!("parsed as run") };
         let app = projector::App::build(config, pool).await.expect("the projector starts");
         let (stop, stopped) = oneshot::channel();
