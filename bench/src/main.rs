@@ -59,6 +59,10 @@ pub struct Config {
     #[arg(long, env = "BENCH_PROJECTOR_BIN", default_value = "target/release/projector")]
     pub projector_bin: PathBuf,
 
+    /// The tally-audit binary, for the export scenario.
+    #[arg(long, env = "BENCH_AUDIT_BIN", default_value = "target/release/tally-audit")]
+    pub audit_bin: PathBuf,
+
     /// The pgbench binary.
     #[arg(long, env = "BENCH_PGBENCH_BIN", default_value = "pgbench")]
     pub pgbench_bin: PathBuf,

@@ -49,6 +49,7 @@ pub struct Scenarios {
     pub projection_lag: ProjectionLag,
     pub rebuild: Rebuild,
     pub flat_cost: FlatCost,
+    pub export: Export,
     pub reads: Reads,
     pub memory: Memory,
 }
@@ -148,6 +149,17 @@ pub struct HotWallet {
     /// Percent of one core used by the bench, each service and Postgres during the run.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub cpu_percent: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The export scenario: the whole log as NDJSON, and tally-audit over it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Export {
+    pub events: Option<u64>,
+    pub bytes: Option<u64>,
+    pub events_per_s: Option<f64>,
+    pub audit_events_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

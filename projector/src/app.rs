@@ -127,7 +127,11 @@ impl App {
         });
 
         let signer = match &self.config.digest_signing_key_file {
-            Some(path) => Some(crate::digests::Signer::from_file(path)?),
+            Some(path) => {
+                let signer = crate::digests::Signer::from_file(path)?;
+                tracing::info!(public_key = hex::encode(signer.public_key()), "digests are signed with this key");
+                Some(signer)
+            }
             None => {
                 tracing::warn!("DIGEST_SIGNING_KEY_FILE is not set: the log hash is kept, but no digest is signed");
                 None

@@ -5,6 +5,7 @@
 //! a scenario that breaks on a ready service, and every failed exactness check, does.
 
 mod checks;
+mod export;
 mod flat_cost;
 mod holds;
 mod hot_wallet;
@@ -53,6 +54,7 @@ pub enum Scenario {
     Reads,
     Rebuild,
     FlatCost,
+    Export,
 }
 
 /// The stack under test and the bench's handles on it.
@@ -436,6 +438,29 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
         report.correctness.push(checks::zero_sum(&bench.database, "after the flat-cost seed").await);
     } else {
         report.scenarios.flat_cost.reason = Some(skipped());
+    }
+
+    if bench.wants(Scenario::Export) {
+        match bench.read_side() {
+            Ok(_) => {
+                phases.begin(
+                    report,
+                    &bench.memory,
+                    "export",
+                    "export: GET /v1/export of the whole log, then tally-audit verify",
+                );
+                match export::run(bench, &mut report.scenarios.export).await {
+                    Ok(checks) => report.correctness.extend(checks),
+                    Err(error) => {
+                        report.scenarios.export.reason = Some(format!("{error:#}"));
+                        fail(report, "export ran", format!("{error:#}"));
+                    }
+                }
+            }
+            Err(reason) => report.scenarios.export.reason = Some(reason),
+        }
+    } else {
+        report.scenarios.export.reason = Some(skipped());
     }
 
     phases.end(report, &bench.memory);
