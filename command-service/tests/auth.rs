@@ -365,3 +365,35 @@ async fn chunked_post(app: &TestApp, path: &str, body: &str) -> String {
     let _closed_early_is_fine = stream.read_to_end(&mut answer).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// Holds follow the same rule: alice's token places no hold on bob's wallet and captures or voids none of bob's
+/// holds (404, as if absent); on her own wallet all three work.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_owner_bound_token_holds_only_its_owners_wallets(pool: PgPool) {
+    let secured = Secured::spawn(pool, &[]).await;
+    secured.define_asset("NGN").await;
+    let bob = secured.funded_wallet("bob", "NGN", "100").await;
+    let bobs_hold = secured.post(Some(ADMIN), &format!("/v1/wallets/{bob}/holds"), json!({"amount": "10"})).await;
+    let bobs_hold = bobs_hold.body["hold_id"].as_str().unwrap().to_owned();
+    let events_before = secured.app.event_count().await;
+
+    let placed = secured.post(Some(ALICE), &format!("/v1/wallets/{bob}/holds"), json!({"amount": "1"})).await;
+    assert_problem(&placed, 404, "wallet_not_found");
+    for action in ["capture", "void"] {
+        let theirs = secured.post(Some(ALICE), &format!("/v1/holds/{bobs_hold}/{action}"), json!({})).await;
+        assert_problem(&theirs, 404, "hold_not_found");
+    }
+    assert_eq!(secured.app.event_count().await, events_before, "a refused command wrote events");
+
+    let opened = secured.post(Some(ALICE), "/v1/wallets", json!({"owner_id": "alice", "asset": "NGN"})).await;
+    let alice = opened.body["wallet_id"].as_str().unwrap().to_owned();
+    secured.post(Some(ALICE), &format!("/v1/wallets/{alice}/topup"), json!({"amount": "50"})).await;
+    let hold = secured.post(Some(ALICE), &format!("/v1/wallets/{alice}/holds"), json!({"amount": "20"})).await;
+    assert_eq!(hold.status, 201, "{:?}", hold.body);
+    let hold = hold.body["hold_id"].as_str().unwrap().to_owned();
+    let captured =
+        secured.post(Some(ALICE), &format!("/v1/holds/{hold}/capture"), json!({"amount": "5", "final": false})).await;
+    assert_eq!(captured.status, 201, "{:?}", captured.body);
+    let voided = secured.post(Some(ALICE), &format!("/v1/holds/{hold}/void"), json!({})).await;
+    assert_eq!(voided.status, 201, "{:?}", voided.body);
+}
