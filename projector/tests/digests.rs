@@ -120,3 +120,26 @@ async fn verify_reports_a_digest_or_log_hash_that_disagrees_with_the_log(pool: P
     assert!(text.contains("the checkpoint's log hash"), "{text}");
     assert!(text.contains("the signature does not verify"), "the signed message names the log hash: {text}");
 }
+
+/// Auditors who collect digests as they happen get each one on NATS, as recorded.
+#[sqlx::test(migrations = "../migrations")]
+async fn each_digest_is_published_on_nats(pool: PgPool) {
+    let key = KeyFile::new();
+    let prefix = unique_prefix();
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let mut subscription = client.subscribe(format!("{prefix}.digests")).await.unwrap();
+    let mut ledger = Ledger::new(&pool);
+    mixed_workload(&mut ledger, 2, 30, 12).await;
+    let projector = RunningProjector::start(&pool, config(&prefix, &nats_url(), &key.flags())).await;
+    let head = caught_up(&pool).await;
+
+    let message = tokio::time::timeout(Duration::from_secs(15), futures::StreamExt::next(&mut subscription))
+        .await
+        .expect("a digest is published")
+        .unwrap();
+    let published: tally_shared::digest::DigestView = serde_json::from_slice(&message.payload).unwrap();
+    projector.stop().await;
+    assert_eq!(published.position, head);
+    let recorded = digests(&pool).await;
+    assert_eq!(recorded, vec![(head, hex::decode(&published.log_hash).unwrap())]);
+}
