@@ -54,7 +54,7 @@ async fn batches_that_cut_commands_in_two_still_equal_a_replay(pool: PgPool) {
     for batch_size in ["1", "7"] {
         let tables = projector::schema::READ_MODEL_TABLES.join(", ");
         sqlx::query(&format!("TRUNCATE {tables}")).execute(&pool).await.unwrap();
-        sqlx::query("UPDATE projection_checkpoints SET position = 0").execute(&pool).await.unwrap();
+        sqlx::query("UPDATE projection_checkpoints SET position = 0, log_hash = DEFAULT").execute(&pool).await.unwrap();
         let projector =
             RunningProjector::start(&pool, config(&unique_prefix(), &nats_url(), &["--batch-size-max", batch_size]))
                 .await;

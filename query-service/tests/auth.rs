@@ -147,7 +147,14 @@ async fn an_owner_bound_token_reads_only_its_owners_wallets_and_transfers(pool: 
     let bobs = commands.post(&format!("/v1/wallets/{bob}/topup"), reference.clone()).await;
     let alices = commands.post(&format!("/v1/wallets/{alice}/topup"), reference).await;
     let to_alice = commands.transfer(&bob, &alice, "1").await;
-    let position = to_alice.position();
+    let shared_hold = json!({"amount": "1", "reference": "shared-hold"});
+    let bobs_hold = commands.post(&format!("/v1/wallets/{bob}/holds"), shared_hold.clone()).await;
+    let alices_hold = commands.post(&format!("/v1/wallets/{alice}/holds"), shared_hold).await;
+    let position = alices_hold.position();
+    let (bobs_hold, alices_hold) = (
+        bobs_hold.body["hold_id"].as_str().unwrap().to_owned(),
+        alices_hold.body["hold_id"].as_str().unwrap().to_owned(),
+    );
     let (bobs, alices, to_alice) = (
         bobs.body["transfer_id"].as_str().unwrap().to_owned(),
         alices.body["transfer_id"].as_str().unwrap().to_owned(),
@@ -179,6 +186,15 @@ async fn an_owner_bound_token_reads_only_its_owners_wallets_and_transfers(pool: 
     read(format!("/v1/transfers/{bobs}")).await.problem(404, "transfer_not_found");
     read(format!("/v1/streams/transfer-{bobs}/events")).await.problem(404, "transfer_not_found");
     read("/v1/events".to_owned()).await.problem(403, "forbidden");
+    read("/v1/export".to_owned()).await.problem(403, "forbidden");
+    read(format!("/v1/holds/{bobs_hold}")).await.problem(404, "hold_not_found");
+    read(format!("/v1/wallets/{bob}/holds")).await.problem(404, "wallet_not_found");
+    read(format!("/v1/streams/hold-{bobs_hold}/events")).await.problem(404, "hold_not_found");
+    read(format!("/v1/holds/{alices_hold}")).await.ok();
+    assert_eq!(read(format!("/v1/wallets/{alice}/holds")).await.ok()["items"].as_array().unwrap().len(), 1);
+    let holds = read("/v1/holds?reference=shared-hold".to_owned()).await;
+    assert_eq!(holds.ok()["items"].as_array().unwrap().len(), 1, "only alice's hold of the two");
+    assert_eq!(holds.ok()["items"][0]["hold_id"], alices_hold.as_str());
 
     assert_eq!(read(format!("/v1/wallets/{alice}")).await.ok()["balance"], "11.00");
     assert_eq!(read(format!("/v1/wallets/{alice}/history")).await.ok()["items"].as_array().unwrap().len(), 2);
