@@ -268,20 +268,7 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
                 leg: *leg,
             })])
         }
-        WalletCommand::Hold { hold_id, amount } => {
-            if open.kind != WalletKind::User {
-                return Err(DomainError::invalid("wallet_id", Rule::SystemWalletMove));
-            }
-            open.ensure_movable()?;
-            let available_after = exact_sub(open.available(), amount.value()).ok_or(DomainError::AmountOutOfRange)?;
-            open.ensure_covered(available_after, amount.value())?;
-            let held_after = exact_add(open.held, amount.value()).ok_or(DomainError::AmountOutOfRange)?;
-            Ok(vec![WalletEvent::WalletHoldPlaced(HoldPosting {
-                hold_id: *hold_id,
-                amount: amount.value(),
-                held_after,
-            })])
-        }
+        WalletCommand::Hold { hold_id, amount } => hold(open, *hold_id, *amount),
         WalletCommand::Settle { hold_id, captured, released, resolved } => {
             let held_after = exact_sub(open.held, *captured + *released).ok_or(DomainError::AmountOutOfRange)?;
             Ok(vec![WalletEvent::WalletHoldSettled(HoldSettlement {
@@ -292,37 +279,49 @@ pub fn decide(wallet: &Wallet, command: &WalletCommand) -> Result<Vec<WalletEven
                 resolved: *resolved,
             })])
         }
-        WalletCommand::Freeze { reason } => {
-            ensure_user_wallet(open)?;
-            match open.status {
-                WalletStatus::Active => Ok(vec![WalletEvent::WalletFrozen(StatusChange { reason: reason.clone() })]),
-                WalletStatus::Frozen => Ok(vec![]),
-                WalletStatus::Closed => Err(DomainError::WalletClosed { wallet_id: open.wallet_id }),
-            }
+        WalletCommand::Freeze { .. } | WalletCommand::Unfreeze { .. } | WalletCommand::Close { .. } => {
+            change_status(open, command)
         }
-        WalletCommand::Unfreeze { reason } => {
-            ensure_user_wallet(open)?;
-            match open.status {
-                WalletStatus::Frozen => Ok(vec![WalletEvent::WalletUnfrozen(StatusChange { reason: reason.clone() })]),
-                WalletStatus::Active => Ok(vec![]),
-                WalletStatus::Closed => Err(DomainError::WalletClosed { wallet_id: open.wallet_id }),
-            }
+    }
+}
+
+/// Reserves `amount` for a new hold, if what is available (plus the limit) covers it. User wallets only.
+fn hold(open: &OpenWallet, hold_id: HoldId, amount: Amount) -> Result<Vec<WalletEvent>, DomainError> {
+    if open.kind != WalletKind::User {
+        return Err(DomainError::invalid("wallet_id", Rule::SystemWalletMove));
+    }
+    open.ensure_movable()?;
+    let available_after = exact_sub(open.available(), amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+    open.ensure_covered(available_after, amount.value())?;
+    let held_after = exact_add(open.held, amount.value()).ok_or(DomainError::AmountOutOfRange)?;
+    Ok(vec![WalletEvent::WalletHoldPlaced(HoldPosting { hold_id, amount: amount.value(), held_after })])
+}
+
+/// Freeze, unfreeze or close: user wallets only; closing needs no active hold and a zero balance.
+fn change_status(open: &OpenWallet, command: &WalletCommand) -> Result<Vec<WalletEvent>, DomainError> {
+    ensure_user_wallet(open)?;
+    let closed = Err(DomainError::WalletClosed { wallet_id: open.wallet_id });
+    match (command, open.status) {
+        (WalletCommand::Freeze { reason }, WalletStatus::Active) => {
+            Ok(vec![WalletEvent::WalletFrozen(StatusChange { reason: reason.clone() })])
         }
-        WalletCommand::Close { reason } => {
-            ensure_user_wallet(open)?;
-            match open.status {
-                WalletStatus::Closed => Ok(vec![]),
-                _ if open.active_holds > 0 => Err(DomainError::WalletHasActiveHolds {
-                    wallet_id: open.wallet_id,
-                    active_holds: open.active_holds,
-                }),
-                _ if !open.balance.is_zero() => Err(DomainError::WalletNotEmpty {
-                    wallet_id: open.wallet_id,
-                    balance: open.scale.format(open.balance),
-                }),
-                _ => Ok(vec![WalletEvent::WalletClosed(StatusChange { reason: reason.clone() })]),
-            }
+        (WalletCommand::Unfreeze { reason }, WalletStatus::Frozen) => {
+            Ok(vec![WalletEvent::WalletUnfrozen(StatusChange { reason: reason.clone() })])
         }
+        (WalletCommand::Freeze { .. }, WalletStatus::Frozen)
+        | (WalletCommand::Unfreeze { .. }, WalletStatus::Active) => Ok(vec![]),
+        (WalletCommand::Freeze { .. } | WalletCommand::Unfreeze { .. }, WalletStatus::Closed) => closed,
+        (WalletCommand::Close { .. }, WalletStatus::Closed) => Ok(vec![]),
+        (WalletCommand::Close { .. }, _) if open.active_holds > 0 => {
+            Err(DomainError::WalletHasActiveHolds { wallet_id: open.wallet_id, active_holds: open.active_holds })
+        }
+        (WalletCommand::Close { .. }, _) if !open.balance.is_zero() => {
+            Err(DomainError::WalletNotEmpty { wallet_id: open.wallet_id, balance: open.scale.format(open.balance) })
+        }
+        (WalletCommand::Close { reason }, _) => {
+            Ok(vec![WalletEvent::WalletClosed(StatusChange { reason: reason.clone() })])
+        }
+        _ => unreachable!("called for status changes only"),
     }
 }
 
