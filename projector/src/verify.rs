@@ -127,9 +127,36 @@ pub async fn main(config: VerifyConfig) -> anyhow::Result<ExitCode> {
         .connect_with(crate::app::connect_options(&config.database_url)?.options([("statement_timeout", "0")]))
         .await
         .context("connect to Postgres")?;
+    let started_at = Utc::now();
     let report = verify(&pool, config.batch_size).await?;
     print!("{}", report.render(config.findings_shown_max));
+    if let Err(error) = record(&pool, &report, started_at).await {
+        eprintln!("warning: the outcome was not recorded for GET /v1/verifications: {error:#}");
+    }
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Records a run's outcome (`verifications`), which query-service serves at `GET /v1/verifications`.
+pub async fn record(pool: &PgPool, report: &Report, started_at: DateTime<Utc>) -> anyhow::Result<()> {
+    let mut by_check: BTreeMap<String, u64> = BTreeMap::new();
+    for finding in &report.findings {
+        *by_check.entry(format!("{:?}", finding.check)).or_default() += 1;
+    }
+    sqlx::query(
+        "INSERT INTO verifications (started_at, finished_at, head, checkpoint, events, streams, findings, by_check)
+         VALUES ($1, now(), $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(started_at)
+    .bind(report.head)
+    .bind(report.checkpoint)
+    .bind(i64::try_from(report.events).unwrap_or(i64::MAX))
+    .bind(i64::try_from(report.streams).unwrap_or(i64::MAX))
+    .bind(report.findings.len() as i64)
+    .bind(serde_json::json!(by_check))
+    .execute(pool)
+    .await
+    .context("record the verification")?;
+    Ok(())
 }
 
 /// Replays the whole log and checks everything; see the module documentation.

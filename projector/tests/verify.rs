@@ -86,6 +86,12 @@ async fn an_honest_database_passes(pool: PgPool) {
     let (code, stdout) = verify_exit_code(&pool).await;
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("OK: no finding"), "{stdout}");
+    let (findings, events, by_check): (i64, i64, serde_json::Value) =
+        sqlx::query_as("SELECT findings, events, by_check FROM verifications ORDER BY id DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((findings, events as u64, by_check), (0, report.events, serde_json::json!({})), "the run is recorded");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -109,6 +115,11 @@ async fn a_tampered_event_payload_breaks_its_hash_chain(pool: PgPool) {
     let (code, stdout) = verify_exit_code(&pool).await;
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("HashChain: 1 findings"), "{stdout}");
+    let by_check: serde_json::Value = sqlx::query_scalar("SELECT by_check FROM verifications ORDER BY id DESC LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(by_check["HashChain"], 1, "a failed run is recorded with its findings: {by_check}");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -17,6 +17,7 @@ pub mod params;
 pub mod projections;
 pub mod streams;
 pub mod transfers;
+pub mod verifications;
 pub mod wallets;
 
 use std::ops::Deref;
@@ -117,6 +118,7 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         .route(get("/v1/digests/latest", audit, DIGEST), audit::latest)
         .route(get("/v1/digests/key", audit, DIGEST), audit::key)
         .route(get("/v1/projections", read, READ), projections::list)
+        .route(get("/v1/verifications", read, READ), verifications::list)
         .route(get("/health/live", Access::Open, &[]), health::live)
         .route(get("/health/ready", Access::Open, &[Unavailable]), health::ready)
         .route(get("/metrics", Access::Open, &[]), metrics::render)

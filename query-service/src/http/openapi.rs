@@ -16,6 +16,7 @@ use super::holds::HoldList;
 use super::projections::ProjectionList;
 use super::streams::StreamPage;
 use super::transfers::TransferList;
+use super::verifications::VerificationList;
 use super::wallets::WalletList;
 use crate::read_models::ProjectionView;
 use utoipa::{OpenApi, ToSchema};
@@ -48,6 +49,7 @@ use utoipa::{OpenApi, ToSchema};
         digest_latest,
         digest_key,
         projections,
+        verifications,
         health_live,
         health_ready,
         metrics,
@@ -66,7 +68,8 @@ use utoipa::{OpenApi, ToSchema};
         DigestPage,
         DigestKey,
         ProjectionView,
-        ProjectionList
+        ProjectionList,
+        VerificationList
     )),
     tags(
         (name = "assets", description = "Assets with their totals"),
@@ -209,6 +212,11 @@ fn digest_key() {}
 #[utoipa::path(get, path = "/v1/projections", tag = "operations", params(Consistency),
     responses((status = 200, description = "Each projection's checkpoint, the head and the lag", body = ProjectionList)))]
 fn projections() {}
+
+#[utoipa::path(get, path = "/v1/verifications", tag = "operations",
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, 50 by default"), Consistency),
+    responses((status = 200, description = "The outcomes of `projector verify` runs, newest first", body = VerificationList)))]
+fn verifications() {}
 
 #[utoipa::path(get, path = "/health/live", tag = "operations",
     responses((status = 200, description = "`{\"status\": \"live\"}`", body = Value)))]

@@ -206,6 +206,15 @@ async fn an_export_verifies_independently_and_every_tampering_is_named(pool: PgP
 
     let balance = tally_audit::verify::balance(Cursor::new(export_text.clone()), &stream_id, None);
     assert!(balance.is_err(), "a transfer stream is not a wallet");
+
+    // The product's own verify agrees, and its outcome is served for the dashboard.
+    let started_at = chrono::Utc::now();
+    let report = projector::verify::verify(&pool, 100).await.unwrap();
+    assert!(report.is_clean(), "{}", report.render(20));
+    projector::verify::record(&pool, &report, started_at).await.unwrap();
+    let runs = queries.get("/v1/verifications").await;
+    let last = &runs.ok()["items"][0];
+    assert_eq!((last["clean"].as_bool(), last["head"].as_i64()), (Some(true), Some(head)), "{last}");
     queries.stop().await;
     projector.stop().await;
     service.stop().await;
