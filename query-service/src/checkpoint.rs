@@ -45,6 +45,11 @@ impl Checkpoint {
         *self.sender.borrow()
     }
 
+    /// A receiver that is told of every new checkpoint (the feeds wait on it for new events).
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.sender.subscribe()
+    }
+
     /// Requests waiting for the projection right now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)

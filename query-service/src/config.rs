@@ -46,6 +46,14 @@ pub struct Config {
     #[arg(long, env = "CHECKPOINT_POLL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub checkpoint_poll_ms: u64,
 
+    /// Live feeds (`/v1/events/stream`) open at once at most; beyond it `503 overloaded`.
+    #[arg(long, env = "FEED_SUBSCRIBERS_MAX", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub feed_subscribers_max: u64,
+
+    /// Items a feed's subscriber may fall behind at most before it gets `event: reset` and is closed.
+    #[arg(long, env = "FEED_BUFFER_ITEMS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    pub feed_buffer_items: u64,
+
     /// How long start-up waits for command-service to have applied the migrations, in seconds.
     #[arg(long, env = "SCHEMA_WAIT_SECS", default_value_t = 120)]
     pub schema_wait_secs: u64,

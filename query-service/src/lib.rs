@@ -84,6 +84,7 @@ impl App {
             nats,
             min_position_wait: config.min_position_wait(),
             metrics,
+            feeds: http::feeds::Feeds::new(config.feed_subscribers_max as usize, config.feed_buffer_items as usize),
         });
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("bind {}", config.listen_addr))?;

@@ -25,6 +25,8 @@ pub enum ApiError {
     HoldNotFound { hold_id: Uuid },
     #[error("no digest has been recorded yet")]
     NoDigest,
+    #[error("too many live feeds are open; retry later")]
+    FeedsFull,
     #[error("no route for {path}")]
     RouteNotFound { path: String },
     #[error("method not allowed")]
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::TransferNotFound { .. } => ProblemCode::TransferNotFound,
             ApiError::HoldNotFound { .. } => ProblemCode::HoldNotFound,
             ApiError::RouteNotFound { .. } | ApiError::NoDigest => ProblemCode::NotFound,
+            ApiError::FeedsFull => ProblemCode::Overloaded,
             ApiError::MethodNotAllowed => ProblemCode::MethodNotAllowed,
             ApiError::ProjectionBehind { .. } => ProblemCode::ProjectionBehind,
             ApiError::Unavailable(_) => ProblemCode::Unavailable,
@@ -74,6 +77,7 @@ impl ApiError {
             }
             ApiError::RouteNotFound { .. }
             | ApiError::NoDigest
+            | ApiError::FeedsFull
             | ApiError::MethodNotAllowed
             | ApiError::Unavailable(_)
             | ApiError::Timeout(_)

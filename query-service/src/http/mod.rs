@@ -7,6 +7,7 @@ pub mod balance;
 pub mod consistency;
 pub mod error;
 pub mod events;
+pub mod feeds;
 pub mod health;
 pub mod history;
 pub mod holds;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub nats: async_nats::Client,
     pub min_position_wait: Duration,
     pub metrics: PrometheusHandle,
+    /// The live feeds' limits and subscriber count.
+    pub feeds: feeds::Feeds,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ const ASSET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable,
 const WALLET: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, WalletNotFound];
 const OWNER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, NotFound];
 const TRANSFER: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, TransferNotFound];
+const FEED: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, Overloaded];
 const DIGEST: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, NotFound];
 const HOLD: &[ProblemCode] = &[ValidationFailed, ProjectionBehind, Unavailable, HoldNotFound];
 const STREAM: &[ProblemCode] =
@@ -114,6 +118,7 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         .route(get("/v1/streams/{stream_id}/events", audit, STREAM), streams::events)
         .route(get("/v1/events", audit, READ), events::after)
         .route(get("/v1/export", audit, READ), audit::export)
+        .route(get("/v1/events/stream", audit, FEED), feeds::events)
         .route(get("/v1/digests", audit, READ), audit::digests)
         .route(get("/v1/digests/latest", audit, DIGEST), audit::latest)
         .route(get("/v1/digests/key", audit, DIGEST), audit::key)

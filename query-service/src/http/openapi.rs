@@ -45,6 +45,7 @@ use utoipa::{OpenApi, ToSchema};
         stream_events,
         global_log,
         export,
+        events_stream,
         digests,
         digest_latest,
         digest_key,
@@ -193,6 +194,14 @@ fn global_log() {}
     responses((status = 200, description = "The global log in commit order, one event per line (the shape of `/v1/events` items), streamed",
         content_type = "application/x-ndjson", body = StoredEvent)))]
 fn export() {}
+
+#[utoipa::path(get, path = "/v1/events/stream", tag = "audit",
+    params(("after" = Option<i64>, Query, minimum = 0, description = "Position to follow after, 0 by default; `Last-Event-ID` overrides it"),
+           ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received: resume after it"),
+           Consistency),
+    responses((status = 200, description = "Server-Sent Events: one message per event (`id: <position>`, `event: <type>`, data in the shape of `/v1/events` items), a comment every 15 s, and `event: reset` (data: the last id sent) before closing a subscriber that fell too far behind",
+        content_type = "text/event-stream", body = String)))]
+fn events_stream() {}
 
 #[utoipa::path(get, path = "/v1/digests", tag = "audit",
     params(("after" = Option<i64>, Query, minimum = 0, description = "Position to read after, 0 by default"),

@@ -102,7 +102,7 @@ async fn check(
             // An asset's stream is its definition: the same for every owner.
             Ok(StreamId::Asset(_)) | Err(_) => Ok(None),
         },
-        "/v1/events" | "/v1/export" => Ok(Some(tally_edge::problem::refuse(
+        "/v1/events" | "/v1/export" | "/v1/events/stream" => Ok(Some(tally_edge::problem::refuse(
             ProblemCode::Forbidden,
             "the global log spans every owner: a token bound to an owner cannot read it",
             None,

@@ -8,6 +8,7 @@
 mod support;
 
 mod commands;
+mod feeds;
 mod projector;
 
 mod audit;
