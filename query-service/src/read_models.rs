@@ -402,6 +402,57 @@ pub async fn transfer(connection: &mut PgConnection, transfer_id: Uuid) -> anyho
     row.map(TransferRow::into_view).transpose()
 }
 
+/// What a transfers feed lets through: an asset, a wallet among the legs, the wallets of one owner.
+#[derive(Debug, Clone, Default)]
+pub struct TransferFilter {
+    pub asset: Option<String>,
+    pub wallet_id: Option<Uuid>,
+    pub owner_id: Option<String>,
+}
+
+/// Up to `limit` transfers whose last event is after `after` and at or before `checkpoint`, **completely
+/// projected**, in the order of their last events; each with that position (the one its command answered).
+///
+/// A projector batch may end in the middle of a command, leaving its transfer row with only some postings
+/// applied; such a row is left out until the rest is applied. A command's events have consecutive positions
+/// from its `TransferRecorded`: two per leg, one more for a reversal's mark on the original and two more for a
+/// capture's hold and settlement, so a row is complete when its position is that far past its first event.
+pub async fn transfers_projected_after(
+    connection: &mut PgConnection,
+    after: i64,
+    checkpoint: i64,
+    limit: i64,
+    filter: &TransferFilter,
+) -> anyhow::Result<Vec<TransferView>> {
+    let rows: Vec<TransferRow> = sqlx::query_as(&format!(
+        "{TRANSFER_SELECT}
+         JOIN events first ON first.stream_id = 'transfer-' || t.transfer_id AND first.version = 1
+         WHERE t.position > $1 AND t.position <= $3
+           AND t.position - first.position = 2 * jsonb_array_length(t.legs) + (t.reverses IS NOT NULL)::int
+                                             + 2 * (t.hold_id IS NOT NULL)::int
+           AND ($5::text IS NULL OR t.asset = $5)
+           AND ($6::uuid IS NULL OR EXISTS (
+               SELECT 1 FROM jsonb_array_elements(t.legs) leg
+               WHERE leg->>'from_wallet_id' = $6::text OR leg->>'to_wallet_id' = $6::text))
+           AND ($7::text IS NULL OR EXISTS (
+               SELECT 1 FROM jsonb_array_elements(t.legs) leg JOIN wallet_owners o
+                   ON o.wallet_id::text IN (leg->>'from_wallet_id', leg->>'to_wallet_id')
+               WHERE o.owner_id = $7))
+         ORDER BY t.position LIMIT $4"
+    ))
+    .bind(after)
+    .bind(REVERSALS_SHOWN_MAX)
+    .bind(checkpoint)
+    .bind(limit)
+    .bind(filter.asset.as_deref())
+    .bind(filter.wallet_id)
+    .bind(filter.owner_id.as_deref())
+    .fetch_all(&mut *connection)
+    .await
+    .context("read projected transfers")?;
+    rows.into_iter().map(TransferRow::into_view).collect()
+}
+
 /// The transfers that carry `reference`, oldest first.
 pub async fn transfers_by_reference(
     connection: &mut PgConnection,

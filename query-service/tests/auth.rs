@@ -93,7 +93,7 @@ fn guarded_routes() -> Vec<(String, Scope)> {
 async fn every_v1_route_is_401_without_a_valid_token_and_403_without_its_scope(pool: PgPool) {
     let app = spawn_secured(pool, &[]).await;
     let routes = guarded_routes();
-    assert_eq!(routes.len(), 20, "every /v1 route is guarded");
+    assert_eq!(routes.len(), 21, "every /v1 route is guarded");
 
     for (path, scope) in &routes {
         let missing = get_as(&app, None, path).await;

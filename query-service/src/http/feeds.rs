@@ -1,5 +1,9 @@
-//! Live feeds (SPEC §9) as Server-Sent Events: `GET /v1/events/stream?after=N` (scope `audit`), the global log
-//! as `GET /v1/events` gives it, one message per event with `id: <position>` and `event: <type>`.
+//! Live feeds (SPEC §9) as Server-Sent Events:
+//! - `GET /v1/events/stream?after=N` (scope `audit`): the global log as `GET /v1/events` gives it, one message
+//!   per event with `id: <position>` and `event: <type>`;
+//! - `GET /v1/transfers/stream?after=N&asset=&wallet_id=` (scope `read`): each transfer as
+//!   `GET /v1/transfers/{id}` shows it once it is completely projected, with `id:` the position its command
+//!   answered and `event: transfer`; a token bound to an owner sees only transfers touching its wallets.
 //!
 //! A client resumes with `Last-Event-ID` (or `after`) and gets every event after it exactly once, in position
 //! order (which is commit order). New events are looked for whenever the projector's checkpoint moves (its
@@ -17,13 +21,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use tally_shared::envelope::StoredEvent;
+use tally_edge::Principal;
 use tokio::sync::mpsc;
 
 use crate::event_log;
 use crate::http::error::ApiError;
 use crate::http::params::QueryParams;
 use crate::http::AppState;
+use crate::read_models::{self, TransferFilter};
 
 /// Events read per page while a feed catches up.
 const FEED_PAGE_EVENTS: i64 = 500;
@@ -84,9 +89,81 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let query = query.allow(&["after"])?;
     let after = start(&headers, &query)?;
+    open(state, after, Source::Events)
+}
+
+pub async fn transfers(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    query: QueryParams,
+) -> Result<Response, ApiError> {
+    let query = query.allow(&["after", "asset", "wallet_id"])?;
+    let after = start(&headers, &query)?;
+    let asset = query.text("asset").map(str::to_owned);
+    if asset.as_deref().is_some_and(|code| tally_shared::ids::AssetCode::parse(code).is_err()) {
+        return Err(ApiError::validation("asset", "must match ^[A-Z][A-Z0-9_]{0,15}$"));
+    }
+    let wallet_id = query.text("wallet_id").map(crate::http::params::wallet_id).transpose()?;
+    open(state, after, Source::Transfers(TransferFilter { asset, wallet_id, owner_id: principal.owner_id }))
+}
+
+/// What a feed follows.
+enum Source {
+    Events,
+    Transfers(TransferFilter),
+}
+
+/// One message of a feed: its id (a position), its event name, its data.
+pub struct Item {
+    pub position: i64,
+    pub event: String,
+    pub data: String,
+}
+
+impl Source {
+    /// The next page of items after `after`.
+    async fn page(&self, state: &AppState, after: i64) -> anyhow::Result<Vec<Item>> {
+        match self {
+            Source::Events => {
+                let events = state
+                    .read(async |connection| event_log::events_after(connection, after, FEED_PAGE_EVENTS).await)
+                    .await?;
+                Ok(events
+                    .into_iter()
+                    .map(|event| Item {
+                        position: event.position,
+                        data: serde_json::to_string(&event).expect("events serialize"),
+                        event: event.event_type,
+                    })
+                    .collect())
+            }
+            Source::Transfers(filter) => {
+                let checkpoint = state.checkpoint.current();
+                let transfers = state
+                    .read(async |connection| {
+                        read_models::transfers_projected_after(connection, after, checkpoint, FEED_PAGE_EVENTS, filter)
+                            .await
+                    })
+                    .await?;
+                Ok(transfers
+                    .into_iter()
+                    .map(|transfer| Item {
+                        position: transfer.position,
+                        data: serde_json::to_string(&transfer).expect("transfers serialize"),
+                        event: "transfer".to_owned(),
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Starts a feed of `source` after `after`, if a subscriber's place is free.
+fn open(state: AppState, after: i64, source: Source) -> Result<Response, ApiError> {
     let subscriber = state.feeds.join().ok_or(ApiError::FeedsFull)?;
     let (sender, receiver) = mpsc::channel::<Event>(state.feeds.buffer_items);
-    tokio::spawn(pump(state.clone(), after, sender));
+    tokio::spawn(pump(state, after, source, sender));
     let stream = futures::stream::unfold((receiver, subscriber), |(mut receiver, subscriber)| async move {
         receiver.recv().await.map(|event| (Ok::<Event, Infallible>(event), (receiver, subscriber)))
     });
@@ -104,10 +181,10 @@ pub enum Enqueued {
     Gone,
 }
 
-/// Puts `events` after `after` into a feed's buffer, keeping its last slot for a `reset`.
-pub fn enqueue(sender: &mpsc::Sender<Event>, after: i64, events: &[StoredEvent]) -> Enqueued {
+/// Puts `items` after `after` into a feed's buffer, keeping its last slot for a `reset`.
+pub fn enqueue(sender: &mpsc::Sender<Event>, after: i64, items: &[Item]) -> Enqueued {
     let mut last = after;
-    for stored in events {
+    for item in items {
         if sender.is_closed() {
             return Enqueued::Gone;
         }
@@ -118,23 +195,21 @@ pub fn enqueue(sender: &mpsc::Sender<Event>, after: i64, events: &[StoredEvent])
                 Err(_) => Enqueued::Gone,
             };
         }
-        let data = serde_json::to_string(stored).expect("events serialize");
-        let event = Event::default().id(stored.position.to_string()).event(&stored.event_type).data(data);
+        let event = Event::default().id(item.position.to_string()).event(&item.event).data(&item.data);
         if sender.try_send(event).is_err() {
             return Enqueued::Gone;
         }
-        last = stored.position;
+        last = item.position;
     }
     Enqueued::All(last)
 }
 
 /// Reads the log after `after` into the feed, page by page, then waits for the checkpoint to move (or the
 /// poll) and reads again, until the subscriber goes or falls behind.
-async fn pump(state: AppState, mut after: i64, sender: mpsc::Sender<Event>) {
+async fn pump(state: AppState, mut after: i64, source: Source, sender: mpsc::Sender<Event>) {
     let mut checkpoint = state.checkpoint.subscribe();
     loop {
-        let page =
-            state.read(async |connection| event_log::events_after(connection, after, FEED_PAGE_EVENTS).await).await;
+        let page = source.page(&state, after).await;
         let events = match page {
             Ok(events) => events,
             Err(error) => {
@@ -161,24 +236,14 @@ async fn pump(state: AppState, mut after: i64, sender: mpsc::Sender<Event>) {
 mod tests {
     use super::*;
 
-    fn stored(position: i64) -> StoredEvent {
-        StoredEvent {
-            position,
-            stream_id: "asset-GOLD".to_owned(),
-            version: position,
-            event_id: uuid::Uuid::nil(),
-            event_type: "AssetDefined".to_owned(),
-            data: serde_json::json!({}),
-            metadata: serde_json::json!({}),
-            recorded_at: chrono::DateTime::UNIX_EPOCH,
-            hash: String::new(),
-        }
+    fn stored(position: i64) -> Item {
+        Item { position, event: "AssetDefined".to_owned(), data: "{}".to_owned() }
     }
 
     #[test]
     fn a_subscriber_that_falls_behind_gets_a_reset_at_the_last_event_it_was_sent() {
         let (sender, mut receiver) = mpsc::channel(4);
-        let events: Vec<StoredEvent> = (1..=10).map(stored).collect();
+        let events: Vec<Item> = (1..=10).map(stored).collect();
         assert_eq!(enqueue(&sender, 0, &events), Enqueued::Reset(3), "three events and the reset fit");
         let mut ids = Vec::new();
         while let Ok(event) = receiver.try_recv() {

@@ -112,6 +112,7 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         .route(get("/v1/owners/{owner_id}/wallets", read, OWNER), wallets::of_owner)
         .route(get("/v1/transfers", read, READ), transfers::by_reference)
         .route(get("/v1/transfers/{transfer_id}", read, TRANSFER), transfers::one)
+        .route(get("/v1/transfers/stream", read, FEED), feeds::transfers)
         .route(get("/v1/wallets/{wallet_id}/holds", read, WALLET), holds::of_wallet)
         .route(get("/v1/holds", read, READ), holds::by_reference)
         .route(get("/v1/holds/{hold_id}", read, HOLD), holds::one)

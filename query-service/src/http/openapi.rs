@@ -46,6 +46,7 @@ use utoipa::{OpenApi, ToSchema};
         global_log,
         export,
         events_stream,
+        transfers_stream,
         digests,
         digest_latest,
         digest_key,
@@ -202,6 +203,16 @@ fn export() {}
     responses((status = 200, description = "Server-Sent Events: one message per event (`id: <position>`, `event: <type>`, data in the shape of `/v1/events` items), a comment every 15 s, and `event: reset` (data: the last id sent) before closing a subscriber that fell too far behind",
         content_type = "text/event-stream", body = String)))]
 fn events_stream() {}
+
+#[utoipa::path(get, path = "/v1/transfers/stream", tag = "transfers",
+    params(("after" = Option<i64>, Query, minimum = 0, description = "Position to follow after, 0 by default; `Last-Event-ID` overrides it"),
+           ("asset" = Option<String>, Query, pattern = r"^[A-Z][A-Z0-9_]{0,15}$", description = "Only this asset's transfers"),
+           ("wallet_id" = Option<Uuid>, Query, description = "Only transfers with a leg on this wallet"),
+           ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received: resume after it"),
+           Consistency),
+    responses((status = 200, description = "Server-Sent Events: each transfer as `GET /v1/transfers/{id}` shows it once completely projected (`id:` the position its command answered, `event: transfer`), a comment every 15 s, and `event: reset` before closing a subscriber that fell too far behind. A token bound to an owner sees only its wallets' transfers",
+        content_type = "text/event-stream", body = TransferView)))]
+fn transfers_stream() {}
 
 #[utoipa::path(get, path = "/v1/digests", tag = "audit",
     params(("after" = Option<i64>, Query, minimum = 0, description = "Position to read after, 0 by default"),

@@ -103,3 +103,42 @@ async fn the_events_feed_delivers_every_event_once_in_order_live_and_resumes(poo
     projector.stop().await;
     service.stop().await;
 }
+
+/// Transfers arrive once each, completely projected, at the position their command answered, in order, even
+/// when the projector's batches (of 2 events here) cut commands in two; `asset` filters.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_transfers_feed_delivers_each_transfer_once_when_projected_whole(pool: PgPool) {
+    let prefix = unique_prefix();
+    let service = CommandService::spawn_with_prefix(pool.clone(), &prefix).await;
+    let commands = &service.commands;
+    let projector = Projector::spawn_with(pool.clone(), &prefix, &["--batch-size-max", "2"]).await;
+    let queries = TestApp::spawn(pool.clone()).await;
+    commands.define_asset("GOLD", 2).await;
+    commands.define_asset("GEMS", 0).await;
+    let alice = commands.open_wallet("alice", "GOLD").await.body["wallet_id"].as_str().unwrap().to_owned();
+    let bob = commands.open_wallet("bob", "GOLD").await.body["wallet_id"].as_str().unwrap().to_owned();
+    let gems = commands.open_wallet("alice", "GEMS").await.body["wallet_id"].as_str().unwrap().to_owned();
+    let mut feed = Feed::open(&queries, "/v1/transfers/stream", None).await;
+    let mut gold_only = Feed::open(&queries, "/v1/transfers/stream?asset=GOLD", None).await;
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        answered.push((commands.money(&alice, "topup", "10.00").await.position(), "GOLD"));
+        answered.push((commands.money(&gems, "bonus", "2").await.position(), "GEMS"));
+        answered.push((commands.transfer(&alice, &bob, "1.50").await.position(), "GOLD"));
+    }
+    for (position, _) in &answered {
+        let message = feed.next().await;
+        assert_eq!((message.id, message.event.as_str()), (position.to_string(), "transfer"), "once each, in order");
+    }
+    for (position, _) in answered.iter().filter(|(_, asset)| *asset == "GOLD") {
+        assert_eq!(gold_only.next().await.id, position.to_string());
+    }
+    let resumed_after = answered[4].0.to_string();
+    let mut resumed = Feed::open(&queries, "/v1/transfers/stream", Some(&resumed_after)).await;
+    assert_eq!(resumed.next().await.id, answered[5].0.to_string());
+    queries.get("/v1/transfers/stream?asset=gold").await.validation("asset");
+    drop((feed, gold_only, resumed));
+    queries.stop().await;
+    projector.stop().await;
+    service.stop().await;
+}
