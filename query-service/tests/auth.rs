@@ -147,6 +147,7 @@ async fn an_owner_bound_token_reads_only_its_owners_wallets_and_transfers(pool: 
     let bobs = commands.post(&format!("/v1/wallets/{bob}/topup"), reference.clone()).await;
     let alices = commands.post(&format!("/v1/wallets/{alice}/topup"), reference).await;
     let to_alice = commands.transfer(&bob, &alice, "1").await;
+    let alices_transfers = [alices.position(), to_alice.position()];
     let shared_hold = json!({"amount": "1", "reference": "shared-hold"});
     let bobs_hold = commands.post(&format!("/v1/wallets/{bob}/holds"), shared_hold.clone()).await;
     let alices_hold = commands.post(&format!("/v1/wallets/{alice}/holds"), shared_hold).await;
@@ -187,6 +188,25 @@ async fn an_owner_bound_token_reads_only_its_owners_wallets_and_transfers(pool: 
     read(format!("/v1/streams/transfer-{bobs}/events")).await.problem(404, "transfer_not_found");
     read("/v1/events".to_owned()).await.problem(403, "forbidden");
     read("/v1/export".to_owned()).await.problem(403, "forbidden");
+    read("/v1/events/stream".to_owned()).await.problem(403, "forbidden");
+    // The transfers feed shows alice's token her own two transfers, not bob's top-up before them.
+    let response = app
+        .client
+        .get(format!("{}/v1/transfers/stream", app.base_url))
+        .header(AUTHORIZATION, format!("Bearer {ALICE}"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = futures::StreamExt::boxed(response.bytes_stream());
+    let mut text = String::new();
+    while text.matches("\nid:").count() + usize::from(text.starts_with("id:")) < 2 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), futures::StreamExt::next(&mut body));
+        text.push_str(&String::from_utf8_lossy(&chunk.await.expect("the feed answers").unwrap().unwrap()));
+    }
+    let ids: Vec<i64> =
+        text.lines().filter_map(|line| line.strip_prefix("id:")).map(|id| id.trim().parse().unwrap()).collect();
+    assert_eq!(ids, alices_transfers, "only transfers touching alice's wallets: {text}");
+    drop(body);
     read(format!("/v1/holds/{bobs_hold}")).await.problem(404, "hold_not_found");
     read(format!("/v1/wallets/{bob}/holds")).await.problem(404, "wallet_not_found");
     read(format!("/v1/streams/hold-{bobs_hold}/events")).await.problem(404, "hold_not_found");

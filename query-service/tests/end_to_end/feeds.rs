@@ -142,3 +142,28 @@ async fn the_transfers_feed_delivers_each_transfer_once_when_projected_whole(poo
     projector.stop().await;
     service.stop().await;
 }
+
+/// Two query-service instances learn of progress from the projector's notifications, not from each other: a
+/// subscriber of each gets the same transfers, at the same ids.
+#[sqlx::test(migrations = "../migrations")]
+async fn feeds_of_two_instances_agree(pool: PgPool) {
+    let prefix = unique_prefix();
+    let service = CommandService::spawn_with_prefix(pool.clone(), &prefix).await;
+    let commands = &service.commands;
+    let projector = Projector::spawn(pool.clone(), &prefix).await;
+    let (one, two) = (TestApp::spawn(pool.clone()).await, TestApp::spawn(pool.clone()).await);
+    commands.define_asset("GOLD", 2).await;
+    let wallet = commands.open_wallet("alice", "GOLD").await.body["wallet_id"].as_str().unwrap().to_owned();
+    let (mut first, mut second) =
+        (Feed::open(&one, "/v1/transfers/stream", None).await, Feed::open(&two, "/v1/transfers/stream", None).await);
+    for _ in 0..5 {
+        let position = commands.money(&wallet, "topup", "1.00").await.position().to_string();
+        assert_eq!(first.next().await.id, position);
+        assert_eq!(second.next().await.id, position);
+    }
+    drop((first, second));
+    one.stop().await;
+    two.stop().await;
+    projector.stop().await;
+    service.stop().await;
+}
