@@ -64,6 +64,7 @@ use utoipa::{OpenApi, ToSchema};
         TransferList,
         HoldList,
         HoldsPage,
+        FeedMessage,
         StoredEvent,
         StreamPage,
         EventPage,
@@ -96,6 +97,19 @@ struct HistoryPage {
 struct HoldsPage {
     items: Vec<HoldView>,
     next_cursor: Option<String>,
+}
+
+/// One message of a live feed, as Server-Sent Events carry it (comments, the heartbeats, carry none).
+#[derive(ToSchema)]
+struct FeedMessage {
+    /// The position: what `Last-Event-ID` resumes after.
+    id: String,
+    /// The event's type (`/v1/events/stream`), `transfer` (`/v1/transfers/stream`), or `reset` before the feed
+    /// closes a subscriber that fell too far behind.
+    event: String,
+    /// JSON text: the `/v1/events` item, or the transfer as `GET /v1/transfers/{id}` shows it; for `reset`, the
+    /// id of the last message sent.
+    data: String,
 }
 
 /// Parameters of every read: the read-your-writes wait.
@@ -201,7 +215,7 @@ fn export() {}
            ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received: resume after it"),
            Consistency),
     responses((status = 200, description = "Server-Sent Events: one message per event (`id: <position>`, `event: <type>`, data in the shape of `/v1/events` items), a comment every 15 s, and `event: reset` (data: the last id sent) before closing a subscriber that fell too far behind",
-        content_type = "text/event-stream", body = String)))]
+        content_type = "text/event-stream", body = FeedMessage)))]
 fn events_stream() {}
 
 #[utoipa::path(get, path = "/v1/transfers/stream", tag = "transfers",
@@ -211,7 +225,7 @@ fn events_stream() {}
            ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received: resume after it"),
            Consistency),
     responses((status = 200, description = "Server-Sent Events: each transfer as `GET /v1/transfers/{id}` shows it once completely projected (`id:` the position its command answered, `event: transfer`), a comment every 15 s, and `event: reset` before closing a subscriber that fell too far behind. A token bound to an owner sees only its wallets' transfers",
-        content_type = "text/event-stream", body = TransferView)))]
+        content_type = "text/event-stream", body = FeedMessage)))]
 fn transfers_stream() {}
 
 #[utoipa::path(get, path = "/v1/digests", tag = "audit",
