@@ -54,6 +54,10 @@ pub struct Config {
     #[arg(long, env = "FEED_BUFFER_ITEMS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     pub feed_buffer_items: u64,
 
+    /// How often an idle feed sends a comment to keep its connection open, in seconds.
+    #[arg(long, env = "FEED_HEARTBEAT_S", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub feed_heartbeat_s: u64,
+
     /// How long start-up waits for command-service to have applied the migrations, in seconds.
     #[arg(long, env = "SCHEMA_WAIT_SECS", default_value_t = 120)]
     pub schema_wait_secs: u64,

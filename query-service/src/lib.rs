@@ -84,7 +84,11 @@ impl App {
             nats,
             min_position_wait: config.min_position_wait(),
             metrics,
-            feeds: http::feeds::Feeds::new(config.feed_subscribers_max as usize, config.feed_buffer_items as usize),
+            feeds: http::feeds::Feeds::new(
+                config.feed_subscribers_max as usize,
+                config.feed_buffer_items as usize,
+                std::time::Duration::from_secs(config.feed_heartbeat_s),
+            ),
         });
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("bind {}", config.listen_addr))?;

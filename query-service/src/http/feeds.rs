@@ -10,7 +10,8 @@
 //! notifications reach every query-service instance through Postgres) and at least every second. Each feed's
 //! buffer is bounded: a subscriber that falls `FEED_BUFFER_ITEMS` behind gets `event: reset` with the id of the
 //! last event it was sent, and the feed closes; it is never silently skipped. At most `FEED_SUBSCRIBERS_MAX`
-//! feeds are open at once (`503 overloaded` beyond). A comment every 15 s keeps idle connections alive.
+//! feeds are open at once (`503 overloaded` beyond). A comment every `FEED_HEARTBEAT_S` (15 s) keeps idle
+//! connections alive.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,8 +35,6 @@ use crate::read_models::{self, TransferFilter};
 const FEED_PAGE_EVENTS: i64 = 500;
 /// How often a feed looks for new events without a notification.
 const FEED_POLL: Duration = Duration::from_secs(1);
-/// The comment that keeps an idle connection open.
-const FEED_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// The feeds' limits and how many are open.
 #[derive(Debug, Clone)]
@@ -43,11 +42,14 @@ pub struct Feeds {
     subscribers: Arc<AtomicUsize>,
     subscribers_max: usize,
     buffer_items: usize,
+    /// How often an idle feed sends a comment.
+    heartbeat: Duration,
 }
 
 impl Feeds {
-    pub fn new(subscribers_max: usize, buffer_items: usize) -> Feeds {
-        Feeds { subscribers: Arc::new(AtomicUsize::new(0)), subscribers_max, buffer_items: buffer_items.max(2) }
+    pub fn new(subscribers_max: usize, buffer_items: usize, heartbeat: Duration) -> Feeds {
+        let subscribers = Arc::new(AtomicUsize::new(0));
+        Feeds { subscribers, subscribers_max, buffer_items: buffer_items.max(2), heartbeat }
     }
 
     /// A place among the subscribers, if one is free; given back when dropped.
@@ -162,12 +164,13 @@ impl Source {
 /// Starts a feed of `source` after `after`, if a subscriber's place is free.
 fn open(state: AppState, after: i64, source: Source) -> Result<Response, ApiError> {
     let subscriber = state.feeds.join().ok_or(ApiError::FeedsFull)?;
+    let heartbeat = state.feeds.heartbeat;
     let (sender, receiver) = mpsc::channel::<Event>(state.feeds.buffer_items);
     tokio::spawn(pump(state, after, source, sender));
     let stream = futures::stream::unfold((receiver, subscriber), |(mut receiver, subscriber)| async move {
         receiver.recv().await.map(|event| (Ok::<Event, Infallible>(event), (receiver, subscriber)))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(FEED_HEARTBEAT)).into_response())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat)).into_response())
 }
 
 /// What one page did to a feed.
@@ -264,7 +267,7 @@ mod tests {
 
     #[test]
     fn feeds_are_capped_and_give_their_place_back() {
-        let feeds = Feeds::new(1, 10);
+        let feeds = Feeds::new(1, 10, Duration::from_secs(15));
         let first = feeds.join();
         assert!(first.is_some() && feeds.join().is_none());
         drop(first);

@@ -167,3 +167,16 @@ async fn feeds_of_two_instances_agree(pool: PgPool) {
     projector.stop().await;
     service.stop().await;
 }
+
+/// An idle feed sends a comment every `FEED_HEARTBEAT_S`, so that proxies keep the connection open.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_idle_feed_sends_heartbeats(pool: PgPool) {
+    let queries = TestApp::spawn_with(pool, &["--feed-heartbeat-s", "1"]).await;
+    let response = queries.client.get(format!("{}/v1/events/stream", queries.base_url)).send().await.unwrap();
+    let mut body = response.bytes_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("a heartbeat within 5 s");
+    let text = String::from_utf8_lossy(&chunk.unwrap().unwrap()).into_owned();
+    assert!(text.starts_with(':'), "a comment, not a message: {text:?}");
+    drop(body);
+    queries.stop().await;
+}
