@@ -11,15 +11,19 @@ use tokio::time::Instant;
 use crate::config::Config;
 
 /// Relations query-service reads: start-up waits until every one exists.
-pub const RELATIONS_READ: [&str; 8] = [
+pub const RELATIONS_READ: [&str; 12] = [
     "events",
     "projection_checkpoints",
+    "wallet_owners",
     "rm_assets",
     "rm_asset_volumes",
     "rm_wallets",
     "rm_wallet_history",
     "rm_transfers",
     "rm_transfer_reversals",
+    "rm_holds",
+    "digests",
+    "verifications",
 ];
 
 /// Pause between two looks for the schema.

@@ -129,17 +129,6 @@ impl Command {
         }
         Some(command)
     }
-
-    /// The time a time-dependent command is decided at.
-    pub fn time(&self) -> Option<DateTime<Utc>> {
-        match self {
-            Command::PlaceHold { at, .. }
-            | Command::CaptureHold { at, .. }
-            | Command::VoidHold { at, .. }
-            | Command::ExpireHold { at, .. } => Some(*at),
-            _ => None,
-        }
-    }
 }
 
 /// Something a command must know before it can be decided.
@@ -528,12 +517,11 @@ fn capture_hold(world: &World, command: &Command) -> Result<Vec<Change>, DomainE
     };
     let settle = WalletCommand::Settle { hold_id: *hold_id, captured: captured_amount, released, resolved: *is_final };
     let settled = wallet_changes(placed.wallet_id, wallet::decide(&world.wallets[&placed.wallet_id], &settle)?);
-    let mut touched = HashMap::new();
-    for change in &settled {
+    let after_settling = settled.iter().fold(world.wallets[&placed.wallet_id].clone(), |state, change| {
         let Event::Wallet(event) = &change.event else { unreachable!("settlements are wallet events") };
-        let state = touched.remove(&placed.wallet_id).unwrap_or_else(|| world.wallets[&placed.wallet_id].clone());
-        touched.insert(placed.wallet_id, wallet::evolve(state, event));
-    }
+        wallet::evolve(state, event)
+    });
+    let touched = HashMap::from([(placed.wallet_id, after_settling)]);
     let leg =
         Leg { from_wallet_id: placed.wallet_id, to_wallet_id: to, amount: captured_amount, role: LegRole::Principal };
     let fee = wallet::zero_at(asset.scale);

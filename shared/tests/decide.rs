@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use tally_shared::asset::{AssetCode, FeePolicy};
 use tally_shared::envelope::{Change, StreamId};
 use tally_shared::error::Rule;
-use tally_shared::ledger::{decide, dependencies, Command, Dependency, DomainError, StatusCommand, World};
+use tally_shared::ledger::{dependencies, Command, Dependency, DomainError, StatusCommand, World};
 use tally_shared::money::{AmountError, Scale};
 use tally_shared::transfer::{TransferId, TransferKind};
 use tally_shared::wallet::WalletId;
@@ -27,41 +27,6 @@ const T2: TransferId = TransferId(uuid::Uuid::from_u128(0x102));
 const R1: TransferId = TransferId(uuid::Uuid::from_u128(0x201));
 const R2: TransferId = TransferId(uuid::Uuid::from_u128(0x202));
 const R3: TransferId = TransferId(uuid::Uuid::from_u128(0x203));
-
-fn world_of(given: &[Change]) -> World {
-    let mut world = World::default();
-    for change in given {
-        world.apply(change);
-    }
-    world
-}
-
-/// Decides `when` against the world of `given`, both as it is (absent streams do not exist) and as
-/// command-service would load it through `dependencies`, and compares with `then`, decimals' scales included.
-#[track_caller]
-fn check(given: &[Change], when: Command, then: Result<Vec<Change>, DomainError>) {
-    let mut store = world_of(given);
-    let loaded = load_for(&store, &when);
-    let decided = decide(&store, &when);
-    assert_eq!(decided, then);
-    assert_eq!(decide(&loaded, &when), decided, "deciding against what dependencies() loaded differs");
-    if let (Ok(decided), Ok(expected)) = (&decided, &then) {
-        assert_eq!(stored(decided), stored(expected));
-        for change in decided {
-            store.apply(change);
-        }
-    }
-}
-
-/// The changes of `commands`, each decided against the world the previous ones made.
-fn history(given: &[Change], commands: &[Command]) -> Vec<Change> {
-    let mut changes = given.to_vec();
-    for command in commands {
-        let decided = decide(&world_of(&changes), command).unwrap_or_else(|error| panic!("{command:?}: {error}"));
-        changes.extend(decided);
-    }
-    changes
-}
 
 /// GOLD without a fee policy, and ALICE's user wallet on it holding `balance` (topped up by T0).
 fn gold_with_alice(balance: &str) -> Vec<Change> {

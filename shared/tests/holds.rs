@@ -10,7 +10,7 @@ use tally_shared::error::Rule;
 use tally_shared::hold::{
     Expiry, Hold, HoldCaptured, HoldEvent, HoldId, HoldPlaced, HoldReleased, HoldStatus, HOLD_EXPIRES_IN_S_MAX,
 };
-use tally_shared::ledger::{decide, Command, DomainError, StatusCommand, World};
+use tally_shared::ledger::{decide, Command, DomainError, StatusCommand};
 use tally_shared::transfer::{TransferId, TransferKind};
 use tally_shared::wallet::{HoldPosting, HoldSettlement, Wallet, WalletEvent, WalletId};
 
@@ -36,42 +36,11 @@ fn at(seconds: i64) -> DateTime<Utc> {
     t0() + Duration::seconds(seconds)
 }
 
-fn world_of(given: &[Change]) -> World {
-    let mut world = World::default();
-    for change in given {
-        world.apply(change);
-    }
-    world
-}
-
-/// Decides `when` against `given`, as it is and as command-service would load it, and compares with `then`.
-#[track_caller]
-fn check(given: &[Change], when: Command, then: Result<Vec<Change>, DomainError>) {
-    let store = world_of(given);
-    let decided = decide(&store, &when);
-    assert_eq!(decided, then);
-    assert_eq!(decide(&load_for(&store, &when), &when), decided, "what dependencies() loaded decides differently");
-    if let (Ok(decided), Ok(expected)) = (&decided, &then) {
-        assert_eq!(stored(decided), stored(expected));
-    }
-}
-
 #[track_caller]
 fn refused(given: &[Change], when: Command) -> DomainError {
     let decided = decide(&world_of(given), &when);
     assert_eq!(decide(&load_for(&world_of(given), &when), &when), decided);
     decided.expect_err("refused")
-}
-
-/// `given` and the changes of `commands`, each decided against what the previous ones left.
-#[track_caller]
-fn after(given: &[Change], commands: &[Command]) -> Vec<Change> {
-    let mut changes = given.to_vec();
-    for command in commands {
-        let decided = decide(&world_of(&changes), command).unwrap_or_else(|error| panic!("{command:?}: {error}"));
-        changes.extend(decided);
-    }
-    changes
 }
 
 /// GOLD, ALICE with `balance` and an overdraft limit of `limit`, BOB empty; CAROL on GEM.
@@ -185,7 +154,7 @@ fn a_hold_reserves_part_of_the_balance_on_its_own_stream_and_the_wallets() {
             ),
         ]),
     );
-    let after = after(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
+    let after = history(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
     let alice = wallet_of(&after, ALICE);
     assert_eq!((alice.balance, alice.held, alice.available()), (dec("100.00"), dec("30.00"), dec("70.00")));
     assert_eq!(alice.active_holds, 1);
@@ -195,7 +164,7 @@ fn a_hold_reserves_part_of_the_balance_on_its_own_stream_and_the_wallets() {
 
 #[test]
 fn holds_count_against_what_is_available_blnk_181() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "70", 600)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "70", 600)]);
     assert_eq!(
         refused(&given, place(H2, "30.01", 600)),
         DomainError::InsufficientFunds { wallet_id: ALICE, available: "30.00".into(), requested: "30.01".into() }
@@ -208,13 +177,13 @@ fn holds_count_against_what_is_available_blnk_181() {
         refused(&given, transfer_between(S1, ALICE, BOB, "30", Some("0.01"))),
         DomainError::InsufficientFunds { wallet_id: ALICE, available: "30.00".into(), requested: "30.01".into() }
     );
-    let spent = after(&given, &[movement(TransferKind::Spend, S1, ALICE, "30")]);
+    let spent = history(&given, &[movement(TransferKind::Spend, S1, ALICE, "30")]);
     assert_eq!(wallet_of(&spent, ALICE).available(), dec("0.00"));
 }
 
 #[test]
 fn the_overdraft_limit_extends_what_holds_may_reserve() {
-    let given = after(&given("10.00", "5.00"), &[place(H1, "12", 600)]);
+    let given = history(&given("10.00", "5.00"), &[place(H1, "12", 600)]);
     let alice = wallet_of(&given, ALICE);
     assert_eq!((alice.available(), alice.spendable()), (dec("-2.00"), Some(dec("3.00"))));
     assert_eq!(
@@ -222,16 +191,16 @@ fn the_overdraft_limit_extends_what_holds_may_reserve() {
         DomainError::InsufficientFunds { wallet_id: ALICE, available: "3.00".into(), requested: "3.01".into() }
     );
     // Capturing the whole hold takes the balance below zero, within the limit.
-    let captured = after(&given, &[capture(H1, C1, None, true, 1)]);
+    let captured = history(&given, &[capture(H1, C1, None, true, 1)]);
     let alice = wallet_of(&captured, ALICE);
     assert_eq!((alice.balance, alice.held), (dec("-2.00"), dec("0.00")));
 }
 
 #[test]
 fn a_frozen_or_closed_wallet_takes_no_new_hold_and_system_wallets_none_at_all() {
-    let frozen = after(&given("100.00", "0.00"), &[change_status(ALICE, StatusCommand::Freeze)]);
+    let frozen = history(&given("100.00", "0.00"), &[change_status(ALICE, StatusCommand::Freeze)]);
     assert_eq!(refused(&frozen, place(H1, "1", 600)), DomainError::WalletFrozen { wallet_id: ALICE });
-    let empty_bob_closed = after(&given("100.00", "0.00"), &[change_status(BOB, StatusCommand::Close)]);
+    let empty_bob_closed = history(&given("100.00", "0.00"), &[change_status(BOB, StatusCommand::Close)]);
     assert_eq!(
         refused(&empty_bob_closed, place_on(H1, BOB, "1", Expiry::In(60))),
         DomainError::WalletClosed { wallet_id: BOB }
@@ -267,7 +236,7 @@ fn a_hold_amount_is_positive_at_the_assets_scale_and_its_id_is_used_once() {
     let given = given("100.00", "0.00");
     assert!(matches!(refused(&given, place(H1, "0", 60)), DomainError::InvalidAmount { .. }));
     assert!(matches!(refused(&given, place(H1, "0.001", 60)), DomainError::InvalidAmount { .. }));
-    let placed = after(&given, &[place(H1, "1", 60)]);
+    let placed = history(&given, &[place(H1, "1", 60)]);
     assert_eq!(refused(&placed, place(H1, "1", 60)), DomainError::invalid("hold_id", Rule::HoldPlaced { hold_id: H1 }));
 }
 
@@ -275,7 +244,7 @@ fn a_hold_amount_is_positive_at_the_assets_scale_and_its_id_is_used_once() {
 
 #[test]
 fn a_final_capture_moves_its_amount_to_revenue_and_releases_the_rest() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
     let gold = gold();
     let mut recorded =
         gold.recorded(C1, TransferKind::Spend, "20.00", "0.00", vec![principal(ALICE, gold.revenue, "20.00")]);
@@ -311,7 +280,7 @@ fn a_final_capture_moves_its_amount_to_revenue_and_releases_the_rest() {
             credited(gold.revenue, C1, TransferKind::Spend, "20.00", "20.00", ALICE, 0),
         ]),
     );
-    let captured = after(&given, &[capture(H1, C1, Some("20"), true, 599)]);
+    let captured = history(&given, &[capture(H1, C1, Some("20"), true, 599)]);
     let hold = hold_of(&captured, H1);
     assert_eq!((hold.status, hold.captured, hold.released), (HoldStatus::Captured, dec("20.00"), dec("10.00")));
     assert_eq!(hold.resolved_at, Some(at(599)));
@@ -323,21 +292,21 @@ fn a_final_capture_moves_its_amount_to_revenue_and_releases_the_rest() {
 
 #[test]
 fn a_capture_at_exactly_expires_at_is_refused_whether_or_not_the_expiry_is_recorded_tigerbeetle_2000() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
     let expired = DomainError::HoldExpired { hold_id: H1, expires_at: at(600) };
     assert_eq!(refused(&given, capture(H1, C1, None, true, 600)), expired);
     assert_eq!(refused(&given, capture(H1, C1, None, true, 601)), expired);
     assert_eq!(refused(&given, void(H1, 600)), expired);
     assert!(decide(&world_of(&given), &capture(H1, C1, None, true, 599)).is_ok());
-    let recorded = after(&given, &[expire(H1, 600)]);
+    let recorded = history(&given, &[expire(H1, 600)]);
     assert_eq!(refused(&recorded, capture(H1, C1, None, true, 601)), expired);
     assert_eq!(refused(&recorded, void(H1, 601)), expired);
 }
 
 #[test]
 fn captures_with_final_false_keep_the_hold_active_until_a_final_one() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
-    let partly = after(&given, &[capture(H1, C1, Some("10"), false, 1)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
+    let partly = history(&given, &[capture(H1, C1, Some("10"), false, 1)]);
     let (hold, alice) = (hold_of(&partly, H1), wallet_of(&partly, ALICE));
     assert_eq!((hold.status, hold.remaining(), hold.captures.clone()), (HoldStatus::Active, dec("20.00"), vec![C1]));
     assert_eq!((alice.balance, alice.held, alice.available()), (dec("90.00"), dec("20.00"), dec("70.00")));
@@ -345,7 +314,7 @@ fn captures_with_final_false_keep_the_hold_active_until_a_final_one() {
         refused(&partly, capture(H1, C2, Some("20.01"), true, 2)),
         DomainError::HoldExceeded { hold_id: H1, remaining: "20.00".into(), requested: "20.01".into() }
     );
-    let done = after(&partly, &[capture(H1, C2, Some("5"), true, 2)]);
+    let done = history(&partly, &[capture(H1, C2, Some("5"), true, 2)]);
     let (hold, alice) = (hold_of(&done, H1), wallet_of(&done, ALICE));
     assert_eq!((hold.status, hold.captured, hold.released), (HoldStatus::Captured, dec("15.00"), dec("15.00")));
     assert_eq!(hold.captures, vec![C1, C2]);
@@ -354,8 +323,8 @@ fn captures_with_final_false_keep_the_hold_active_until_a_final_one() {
 
 #[test]
 fn a_capture_defaults_to_what_remains_and_refuses_more() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
-    let all = after(&given, &[capture(H1, C1, None, true, 1)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
+    let all = history(&given, &[capture(H1, C1, None, true, 1)]);
     assert_eq!(wallet_of(&all, ALICE).balance, dec("70.00"));
     assert_eq!(
         refused(&given, capture(H1, C1, Some("30.01"), true, 1)),
@@ -369,8 +338,8 @@ fn a_capture_defaults_to_what_remains_and_refuses_more() {
 
 #[test]
 fn a_capture_to_a_user_wallet_is_a_transfer_of_the_same_asset_between_two_wallets() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
-    let moved = after(&given, &[capture_to(H1, BOB, "30")]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
+    let moved = history(&given, &[capture_to(H1, BOB, "30")]);
     assert_eq!(wallet_of(&moved, BOB).balance, dec("30.00"));
     let Some(tally_shared::transfer::Transfer::Recorded(recorded)) = world_of(&moved).transfers.remove(&C1) else {
         panic!()
@@ -381,16 +350,16 @@ fn a_capture_to_a_user_wallet_is_a_transfer_of_the_same_asset_between_two_wallet
         refused(&given, capture_to(H1, GEM_CAROL, "1")),
         DomainError::AssetMismatch { from_asset: gold().code, to_asset: gem().code }
     );
-    let bob_frozen = after(&given, &[change_status(BOB, StatusCommand::Freeze)]);
+    let bob_frozen = history(&given, &[change_status(BOB, StatusCommand::Freeze)]);
     assert_eq!(refused(&bob_frozen, capture_to(H1, BOB, "1")), DomainError::WalletFrozen { wallet_id: BOB });
 }
 
 #[test]
 fn a_frozen_wallet_takes_no_capture_but_voids_and_expiry_still_release() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600), place(H2, "20", 60)]);
-    let frozen = after(&given, &[change_status(ALICE, StatusCommand::Freeze)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600), place(H2, "20", 60)]);
+    let frozen = history(&given, &[change_status(ALICE, StatusCommand::Freeze)]);
     assert_eq!(refused(&frozen, capture(H1, C1, None, true, 1)), DomainError::WalletFrozen { wallet_id: ALICE });
-    let released = after(&frozen, &[void(H1, 1), expire(H2, 60)]);
+    let released = history(&frozen, &[void(H1, 1), expire(H2, 60)]);
     let alice = wallet_of(&released, ALICE);
     assert_eq!((alice.held, alice.active_holds, alice.balance), (dec("0.00"), 0, dec("100.00")));
     assert_eq!(hold_of(&released, H1).status, HoldStatus::Voided);
@@ -399,8 +368,8 @@ fn a_frozen_wallet_takes_no_capture_but_voids_and_expiry_still_release() {
 
 #[test]
 fn a_reversal_of_a_capture_reverses_the_transfer_never_the_hold() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600), capture(H1, C1, Some("10"), false, 1)]);
-    let reversed = after(&given, &[reverse(R1, C1, None)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600), capture(H1, C1, Some("10"), false, 1)]);
+    let reversed = history(&given, &[reverse(R1, C1, None)]);
     let (hold, alice) = (hold_of(&reversed, H1), wallet_of(&reversed, ALICE));
     assert_eq!((hold.captured, hold.remaining(), hold.status), (dec("10.00"), dec("20.00"), HoldStatus::Active));
     assert_eq!((alice.balance, alice.held), (dec("100.00"), dec("20.00")));
@@ -410,7 +379,7 @@ fn a_reversal_of_a_capture_reverses_the_transfer_never_the_hold() {
 
 #[test]
 fn a_void_of_a_partly_captured_hold_releases_what_remains() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600), capture(H1, C1, Some("12"), false, 1)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600), capture(H1, C1, Some("12"), false, 1)]);
     check(
         &given,
         void(H1, 2),
@@ -435,7 +404,7 @@ fn a_void_of_a_partly_captured_hold_releases_what_remains() {
             ),
         ]),
     );
-    let voided = after(&given, &[void(H1, 2)]);
+    let voided = history(&given, &[void(H1, 2)]);
     let hold = hold_of(&voided, H1);
     assert_eq!((hold.captured + hold.released, hold.amount), (dec("30.00"), dec("30.00")));
     assert_eq!(refused(&voided, void(H1, 3)), DomainError::HoldNotActive { hold_id: H1, status: HoldStatus::Voided });
@@ -447,13 +416,13 @@ fn a_void_of_a_partly_captured_hold_releases_what_remains() {
 
 #[test]
 fn the_expiry_releases_only_a_due_active_hold_and_decides_nothing_otherwise() {
-    let given = after(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
+    let given = history(&given("100.00", "0.00"), &[place(H1, "30", 600)]);
     assert_eq!(decide(&world_of(&given), &expire(H1, 599)), Ok(vec![]));
-    let expired = after(&given, &[expire(H1, 600)]);
+    let expired = history(&given, &[expire(H1, 600)]);
     assert_eq!(hold_of(&expired, H1).status, HoldStatus::Expired);
     assert_eq!(wallet_of(&expired, ALICE).available(), dec("100.00"));
     assert_eq!(decide(&world_of(&expired), &expire(H1, 700)), Ok(vec![]), "resolved at most once");
-    let voided = after(&given, &[void(H1, 1)]);
+    let voided = history(&given, &[void(H1, 1)]);
     assert_eq!(decide(&world_of(&voided), &expire(H1, 700)), Ok(vec![]));
     assert_eq!(refused(&given, expire(UNKNOWN_HOLD, 700)), DomainError::HoldNotFound { hold_id: UNKNOWN_HOLD });
 }
@@ -461,26 +430,26 @@ fn the_expiry_releases_only_a_due_active_hold_and_decides_nothing_otherwise() {
 #[test]
 fn a_wallet_with_an_active_hold_cannot_be_closed() {
     // ALICE keeps 1.00, all of it held: the active hold is named before the balance.
-    let spent = after(&given("100.00", "0.00"), &[movement(TransferKind::Spend, S1, ALICE, "99")]);
-    let given = after(&spent, &[place(H1, "1", 600)]);
+    let spent = history(&given("100.00", "0.00"), &[movement(TransferKind::Spend, S1, ALICE, "99")]);
+    let given = history(&spent, &[place(H1, "1", 600)]);
     assert_eq!(
         refused(&given, change_status(ALICE, StatusCommand::Close)),
         DomainError::WalletHasActiveHolds { wallet_id: ALICE, active_holds: 1 }
     );
     // A non-final capture of everything leaves the hold active, with nothing held: still refused.
-    let drawn = after(&given, &[capture(H1, C1, None, false, 1)]);
+    let drawn = history(&given, &[capture(H1, C1, None, false, 1)]);
     assert_eq!(wallet_of(&drawn, ALICE).held, dec("0.00"));
     assert_eq!(
         refused(&drawn, change_status(ALICE, StatusCommand::Close)),
         DomainError::WalletHasActiveHolds { wallet_id: ALICE, active_holds: 1 }
     );
-    let resolved = after(&drawn, &[void(H1, 2)]);
+    let resolved = history(&drawn, &[void(H1, 2)]);
     assert!(decide(&world_of(&resolved), &change_status(ALICE, StatusCommand::Close)).is_ok());
 }
 
 #[test]
 fn holds_move_no_money() {
-    let changes = after(&given("100.00", "0.00"), &[place(H1, "30", 600), place(H2, "10", 60), void(H1, 1)]);
+    let changes = history(&given("100.00", "0.00"), &[place(H1, "30", 600), place(H2, "10", 60), void(H1, 1)]);
     let world = world_of(&changes);
     let sum: rust_decimal::Decimal = world
         .wallets

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use tally_shared::asset::{AssetCode, AssetDefinition, AssetEvent, DefineAsset, FeePolicy, SystemWallets};
 use tally_shared::envelope::{Change, Event, StreamId};
-use tally_shared::ledger::{Command, Dependency, StatusCommand, World};
+use tally_shared::ledger::{decide, Command, Dependency, DomainError, StatusCommand, World};
 use tally_shared::money::Scale;
 use tally_shared::transfer::{
     Leg, LegRole, Transfer, TransferEvent, TransferId, TransferKind, TransferRecorded, TransferReversed,
@@ -400,4 +400,42 @@ pub fn stored(changes: &[Change]) -> Vec<(String, String, String)> {
             (change.stream.to_string(), event_type, serde_json::to_string(&data).unwrap())
         })
         .collect()
+}
+
+// ---- Given/when/then ---------------------------------------------------------------------------
+
+/// The world `given` folds to.
+pub fn world_of(given: &[Change]) -> World {
+    let mut world = World::default();
+    for change in given {
+        world.apply(change);
+    }
+    world
+}
+
+/// Decides `when` against the world of `given`, both as it is (absent streams do not exist) and as
+/// command-service would load it through `dependencies`, and compares with `then`, decimals' scales included.
+#[track_caller]
+pub fn check(given: &[Change], when: Command, then: Result<Vec<Change>, DomainError>) {
+    let mut store = world_of(given);
+    let loaded = load_for(&store, &when);
+    let decided = decide(&store, &when);
+    assert_eq!(decided, then);
+    assert_eq!(decide(&loaded, &when), decided, "deciding against what dependencies() loaded differs");
+    if let (Ok(decided), Ok(expected)) = (&decided, &then) {
+        assert_eq!(stored(decided), stored(expected));
+        for change in decided {
+            store.apply(change);
+        }
+    }
+}
+
+/// The changes of `commands`, each decided against the world the previous ones made.
+pub fn history(given: &[Change], commands: &[Command]) -> Vec<Change> {
+    let mut changes = given.to_vec();
+    for command in commands {
+        let decided = decide(&world_of(&changes), command).unwrap_or_else(|error| panic!("{command:?}: {error}"));
+        changes.extend(decided);
+    }
+    changes
 }
