@@ -45,10 +45,9 @@ where
                 ApiError::new(ProblemCode::MalformedJson, "the request body could not be read")
             }
         })?;
-        // An empty body (or JSON's own whitespace only) is `{}`; anything else must parse, so a form feed, which
-        // Rust counts as ASCII whitespace and JSON does not, is malformed.
-        let json_whitespace = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\r');
-        let body_text: &[u8] = if bytes.iter().all(json_whitespace) { b"{}" } else { &bytes };
+        // An empty body is `{}` (on the routes whose body may be empty); anything else must be one JSON value, so
+        // white space alone is malformed, as the documented schema says.
+        let body_text: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         if !bytes.is_empty() {
             check_media_type(&headers)?;
         }
