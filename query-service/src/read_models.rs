@@ -47,6 +47,9 @@ pub async fn checkpoint(connection: &mut PgConnection) -> anyhow::Result<i64> {
 const ASSET_SELECT: &str = "
     SELECT a.code, a.scale, a.cash_in_fee, a.treasury_wallet_id, a.revenue_wallet_id, a.fees_wallet_id,
            round(a.supply, a.scale)::text AS supply, round(a.user_balance_total, a.scale)::text AS user_balance_total,
+           round(a.user_balance_total + (SELECT COALESCE(sum(s.balance), 0) FROM rm_wallets s
+                                         WHERE s.wallet_id IN (a.treasury_wallet_id, a.revenue_wallet_id,
+                                                               a.fees_wallet_id)), a.scale)::text AS balance_sum,
            a.wallet_count, round(a.held_total, a.scale)::text AS held_total, a.active_hold_count,
            ARRAY(SELECT v.kind FROM rm_asset_volumes v WHERE v.asset = a.code ORDER BY v.kind) AS volume_kinds,
            ARRAY(SELECT round(v.volume, a.scale)::text FROM rm_asset_volumes v WHERE v.asset = a.code ORDER BY v.kind)
@@ -63,6 +66,7 @@ struct AssetRow {
     fees_wallet_id: Uuid,
     supply: String,
     user_balance_total: String,
+    balance_sum: String,
     wallet_count: i64,
     held_total: String,
     active_hold_count: i64,
@@ -92,6 +96,7 @@ impl AssetRow {
             },
             supply: self.supply,
             user_balance_total: self.user_balance_total,
+            balance_sum: self.balance_sum,
             held_total: self.held_total,
             active_hold_count: self.active_hold_count,
             wallet_count: self.wallet_count,

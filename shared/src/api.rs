@@ -571,6 +571,9 @@ pub struct AssetView {
     /// Minus the treasury's balance.
     pub supply: String,
     pub user_balance_total: String,
+    /// The sum of the balances of every wallet of the asset, system wallets included: `0` whenever the read
+    /// models stand between two commands (SPEC §2's zero sum), which is what dashboards show as the ledger whole.
+    pub balance_sum: String,
     /// What the asset's active holds reserve.
     pub held_total: String,
     pub active_hold_count: i64,

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod audit;
 pub mod balance;
 pub mod consistency;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod feeds;
@@ -125,6 +126,9 @@ pub fn routes(authenticator: Authenticator) -> Routes<AppState> {
         .route(get("/v1/digests/key", audit, DIGEST), audit::key)
         .route(get("/v1/projections", read, READ), projections::list)
         .route(get("/v1/verifications", read, READ), verifications::list)
+        .route(get("/dashboard", Access::Open, &[]), dashboard::page)
+        .route(get("/dashboard/dashboard.js", Access::Open, &[]), dashboard::script)
+        .route(get("/dashboard/dashboard.css", Access::Open, &[]), dashboard::style)
         .route(get("/health/live", Access::Open, &[]), health::live)
         .route(get("/health/ready", Access::Open, &[Unavailable]), health::ready)
         .route(get("/metrics", Access::Open, &[]), metrics::render)

@@ -52,6 +52,9 @@ use utoipa::{OpenApi, ToSchema};
         digest_key,
         projections,
         verifications,
+        dashboard_page,
+        dashboard_script,
+        dashboard_style,
         health_live,
         health_ready,
         metrics,
@@ -81,6 +84,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "holds", description = "Holds: what is reserved on a wallet, captured, voided or expired"),
         (name = "audit", description = "The event log itself: streams, the global log"),
         (name = "operations", description = "Health, metrics and projection progress"),
+        (name = "dashboard", description = "The dashboard page and its assets, compiled into the binary"),
     )
 )]
 pub struct ApiDoc;
@@ -263,3 +267,16 @@ fn health_ready() {}
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 fn metrics() {}
+
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard",
+    responses((status = 200, description = "The dashboard page: it asks for a token and reads this API with it",
+        content_type = "text/html", body = String)))]
+fn dashboard_page() {}
+
+#[utoipa::path(get, path = "/dashboard/dashboard.js", tag = "dashboard",
+    responses((status = 200, description = "The dashboard's script", content_type = "text/javascript", body = String)))]
+fn dashboard_script() {}
+
+#[utoipa::path(get, path = "/dashboard/dashboard.css", tag = "dashboard",
+    responses((status = 200, description = "The dashboard's style sheet", content_type = "text/css", body = String)))]
+fn dashboard_style() {}

@@ -13,6 +13,17 @@ async fn an_asset_shows_its_totals_at_its_scale(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    // The treasury issued 150.50: 120 is with users, 20 with revenue, 10.50 with fees.
+    for (wallet, balance) in
+        [(system_wallets.treasury, "-150.5"), (system_wallets.revenue, "20"), (system_wallets.fees, "10.5")]
+    {
+        sqlx::query("UPDATE rm_wallets SET balance = $2::numeric WHERE wallet_id = $1")
+            .bind(wallet.0)
+            .bind(balance)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
     sqlx::query(
         "INSERT INTO rm_asset_volumes (asset, kind, volume, transfer_count) VALUES ('GOLD', 'topup', 150.5, 2)",
     )
@@ -34,6 +45,7 @@ async fn an_asset_shows_its_totals_at_its_scale(pool: PgPool) {
     assert_eq!(gold["system_wallets"]["fees"], system_wallets.fees.to_string());
     assert_eq!(gold["supply"], "150.50");
     assert_eq!(gold["user_balance_total"], "120.00");
+    assert_eq!(gold["balance_sum"], "0.00", "every wallet's balance, system wallets included, sums to zero");
     assert_eq!(gold["wallet_count"], 5);
     assert_eq!(gold["volume_by_kind"]["topup"], "150.50");
     assert_eq!(gold["volume_by_kind"]["spend"], "0.00");
@@ -42,6 +54,23 @@ async fn an_asset_shows_its_totals_at_its_scale(pool: PgPool) {
         list.ok()["items"].as_array().unwrap().iter().map(|asset| asset["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["DIAMONDS", "GOLD"]);
     assert_eq!(list.body["items"][0]["cash_in_fee"], serde_json::Value::Null);
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_balance_sum_off_zero_is_shown_as_it_is(pool: PgPool) {
+    let system_wallets = insert_asset(&pool, "GOLD", 2, None).await;
+    sqlx::query("UPDATE rm_assets SET user_balance_total = 100 WHERE code = 'GOLD'").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE rm_wallets SET balance = -99.99 WHERE wallet_id = $1")
+        .bind(system_wallets.treasury.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let app = TestApp::spawn(pool).await;
+
+    let gold = app.get("/v1/assets/GOLD").await;
+
+    assert_eq!(gold.ok()["balance_sum"], "0.01");
     app.stop().await;
 }
 

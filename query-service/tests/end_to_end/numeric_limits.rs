@@ -50,6 +50,7 @@ async fn totals_beyond_decimals_range_never_make_a_read_fail(pool: PgPool) {
     assert_eq!(asset["volume_by_kind"]["withdrawal"], (largest * ROUNDS as u128 * wallets.len() as u128).to_string());
     assert_eq!(asset["user_balance_total"], (largest * wallets.len() as u128).to_string());
     assert_eq!(asset["supply"], (largest * wallets.len() as u128).to_string());
+    assert_eq!(asset["balance_sum"], "0", "sums beyond Decimal's range still come to exactly zero");
     assert_eq!(queries.get("/v1/assets").await.status, 200, "the list of assets reads too");
     for wallet in &wallets {
         assert_eq!(queries.get(&format!("/v1/wallets/{wallet}")).await.ok()["balance"], LARGEST);

@@ -50,6 +50,7 @@ async fn every_read_at_its_commands_position_shows_the_effect(pool: PgPool) {
     let asset = asset.ok();
     assert_eq!(asset["supply"], format!("{COMMANDS}.00"));
     assert_eq!(asset["user_balance_total"], format!("{}.50", COMMANDS - 1));
+    assert_eq!(asset["balance_sum"], "0.00");
     assert_eq!(asset["volume_by_kind"]["topup"], format!("{COMMANDS}.00"));
     assert_eq!(asset["volume_by_kind"]["spend"], "0.50");
     queries.stop().await;
