@@ -408,7 +408,7 @@ pub async fn transfer(connection: &mut PgConnection, transfer_id: Uuid) -> anyho
 }
 
 /// What a transfers feed lets through: an asset, a wallet among the legs, the wallets of one owner.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TransferFilter {
     pub asset: Option<String>,
     pub wallet_id: Option<Uuid>,

@@ -6,24 +6,31 @@
 //!   answered and `event: transfer`; a token bound to an owner sees only transfers touching its wallets.
 //!
 //! A client resumes with `Last-Event-ID` (or `after`) and gets every event after it exactly once, in position
-//! order (which is commit order). New events are looked for whenever the projector's checkpoint moves (its
-//! notifications reach every query-service instance through Postgres) and at least every second. Each feed's
-//! buffer is bounded: a subscriber that falls `FEED_BUFFER_ITEMS` behind gets `event: reset` with the id of the
-//! last event it was sent, and the feed closes; it is never silently skipped. At most `FEED_SUBSCRIBERS_MAX`
-//! feeds are open at once (`503 overloaded` beyond). A comment every `FEED_HEARTBEAT_S` (15 s) keeps idle
-//! connections alive.
+//! order (which is commit order). One **shared reader** per distinct feed (the log, or transfers under one
+//! filter) looks for new items whenever the projector's checkpoint moves (its notifications reach every
+//! query-service instance through Postgres) and at least every second, renders each item's message once, and
+//! hands the page to every subscriber of that feed through a `broadcast` channel; so a hundred subscribers cost
+//! one query per checkpoint move, not a hundred. A subscriber first catches up alone from where it starts,
+//! having joined the channel before, so nothing between the two is lost; what it has already is skipped by
+//! position. While it catches up, the store is read no faster than the subscriber takes messages. Each
+//! subscriber's buffer is bounded: one that falls `FEED_BUFFER_ITEMS` behind the live feed gets `event: reset`
+//! with the id of the last message it was sent, and the feed closes; it is never silently skipped. At most
+//! `FEED_SUBSCRIBERS_MAX` feeds are open at once (`503 overloaded` beyond). A comment every `FEED_HEARTBEAT_S`
+//! (15 s) keeps idle connections alive.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use tally_edge::Principal;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::event_log;
 use crate::http::error::ApiError;
@@ -31,12 +38,15 @@ use crate::http::params::QueryParams;
 use crate::http::AppState;
 use crate::read_models::{self, TransferFilter};
 
-/// Events read per page while a feed catches up.
+/// Events read per page, by a shared reader or a subscriber catching up.
 const FEED_PAGE_EVENTS: i64 = 500;
-/// How often a feed looks for new events without a notification.
+/// How often a shared reader looks for new events without a notification.
 const FEED_POLL: Duration = Duration::from_secs(1);
+/// Pages a shared reader's channel keeps for subscribers that are busy; one that misses pages catches up
+/// from the store again.
+const FEED_SHARED_PAGES: usize = 64;
 
-/// The feeds' limits and how many are open.
+/// The feeds' limits, how many are open, and their shared readers.
 #[derive(Debug, Clone)]
 pub struct Feeds {
     subscribers: Arc<AtomicUsize>,
@@ -44,12 +54,14 @@ pub struct Feeds {
     buffer_items: usize,
     /// How often an idle feed sends a comment.
     heartbeat: Duration,
+    readers: Arc<Mutex<HashMap<Source, broadcast::Sender<Page>>>>,
 }
 
 impl Feeds {
     pub fn new(subscribers_max: usize, buffer_items: usize, heartbeat: Duration) -> Feeds {
         let subscribers = Arc::new(AtomicUsize::new(0));
-        Feeds { subscribers, subscribers_max, buffer_items: buffer_items.max(2), heartbeat }
+        let readers = Arc::new(Mutex::new(HashMap::new()));
+        Feeds { subscribers, subscribers_max, buffer_items: buffer_items.max(2), heartbeat, readers }
     }
 
     /// A place among the subscribers, if one is free; given back when dropped.
@@ -58,6 +70,32 @@ impl Feeds {
             (open < self.subscribers_max).then_some(open + 1)
         });
         joined.ok().map(|_| Subscriber(self.subscribers.clone()))
+    }
+
+    /// The pages of `source`'s shared reader from now on, starting that reader if none runs.
+    fn listen(&self, state: &AppState, source: &Source) -> broadcast::Receiver<Page> {
+        let mut readers = self.readers.lock().expect("the feeds' readers lock is never poisoned");
+        if let Some(sender) = readers.get(source) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(FEED_SHARED_PAGES);
+        readers.insert(source.clone(), sender.clone());
+        // Everything at or before the checkpoint exists already (a subscriber's own catch-up finds it); the
+        // reader hands on what comes after.
+        let cursor = state.checkpoint.current();
+        tokio::spawn(read_shared(state.clone(), source.clone(), cursor, sender));
+        receiver
+    }
+
+    /// Forgets `source`'s reader if no subscriber listens any more; under the lock `listen` takes, so that no
+    /// subscriber joins a reader that is leaving.
+    fn leave_if_unheard(&self, source: &Source, sender: &broadcast::Sender<Page>) -> bool {
+        let mut readers = self.readers.lock().expect("the feeds' readers lock is never poisoned");
+        if sender.receiver_count() > 0 {
+            return false;
+        }
+        readers.remove(source);
+        true
     }
 }
 
@@ -110,18 +148,33 @@ pub async fn transfers(
     open(state, after, Source::Transfers(TransferFilter { asset, wallet_id, owner_id: principal.owner_id }))
 }
 
-/// What a feed follows.
+/// What a feed follows; one shared reader serves all feeds that follow the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Source {
     Events,
     Transfers(TransferFilter),
 }
 
-/// One message of a feed: its id (a position), its event name, its data.
+/// One message of a feed: its id (a position) and the message as Server-Sent Events carry it.
+#[derive(Debug, Clone)]
 pub struct Item {
     pub position: i64,
-    pub event: String,
-    pub data: String,
+    pub message: Bytes,
 }
+
+impl Item {
+    /// `data` is JSON text, which has no line break of its own.
+    pub fn new(position: i64, event: &str, data: &str) -> Item {
+        let message = format!("id: {position}\nevent: {event}\ndata: {data}\n\n");
+        Item { position, message: Bytes::from(message) }
+    }
+}
+
+/// A page of a shared reader, in position order, shared by its subscribers.
+type Page = Arc<Vec<Item>>;
+
+/// What an idle feed sends every `FEED_HEARTBEAT_S`: a comment, which clients ignore.
+const HEARTBEAT: &[u8] = b":\n\n";
 
 impl Source {
     /// The next page of items after `after`.
@@ -132,11 +185,10 @@ impl Source {
                     .read(async |connection| event_log::events_after(connection, after, FEED_PAGE_EVENTS).await)
                     .await?;
                 Ok(events
-                    .into_iter()
-                    .map(|event| Item {
-                        position: event.position,
-                        data: serde_json::to_string(&event).expect("events serialize"),
-                        event: event.event_type,
+                    .iter()
+                    .map(|event| {
+                        let data = serde_json::to_string(event).expect("events serialize");
+                        Item::new(event.position, &event.event_type, &data)
                     })
                     .collect())
             }
@@ -149,11 +201,10 @@ impl Source {
                     })
                     .await?;
                 Ok(transfers
-                    .into_iter()
-                    .map(|transfer| Item {
-                        position: transfer.position,
-                        data: serde_json::to_string(&transfer).expect("transfers serialize"),
-                        event: "transfer".to_owned(),
+                    .iter()
+                    .map(|transfer| {
+                        let data = serde_json::to_string(transfer).expect("transfers serialize");
+                        Item::new(transfer.position, "transfer", &data)
                     })
                     .collect())
             }
@@ -165,12 +216,24 @@ impl Source {
 fn open(state: AppState, after: i64, source: Source) -> Result<Response, ApiError> {
     let subscriber = state.feeds.join().ok_or(ApiError::FeedsFull)?;
     let heartbeat = state.feeds.heartbeat;
-    let (sender, receiver) = mpsc::channel::<Event>(state.feeds.buffer_items);
-    tokio::spawn(pump(state, after, source, sender));
-    let stream = futures::stream::unfold((receiver, subscriber), |(mut receiver, subscriber)| async move {
-        receiver.recv().await.map(|event| (Ok::<Event, Infallible>(event), (receiver, subscriber)))
+    let (sender, receiver) = mpsc::channel::<Bytes>(state.feeds.buffer_items);
+    let shared = state.feeds.listen(&state, &source);
+    tokio::spawn(pump(state, after, source, shared, sender));
+    let stream = futures::stream::unfold((receiver, subscriber), move |(mut receiver, subscriber)| async move {
+        let message = match tokio::time::timeout(heartbeat, receiver.recv()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return None,
+            Err(_idle) => Bytes::from_static(HEARTBEAT),
+        };
+        Some((Ok::<Bytes, Infallible>(message), (receiver, subscriber)))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat)).into_response())
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies that buffer answers (nginx) pass this one on as it comes.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
 }
 
 /// What one page did to a feed.
@@ -184,22 +247,21 @@ pub enum Enqueued {
     Gone,
 }
 
-/// Puts `items` after `after` into a feed's buffer, keeping its last slot for a `reset`.
-pub fn enqueue(sender: &mpsc::Sender<Event>, after: i64, items: &[Item]) -> Enqueued {
+/// Puts the items of `items` after `after` into a feed's buffer, keeping its last slot for a `reset`.
+pub fn enqueue(sender: &mpsc::Sender<Bytes>, after: i64, items: &[Item]) -> Enqueued {
     let mut last = after;
-    for item in items {
+    for item in items.iter().filter(|item| item.position > after) {
         if sender.is_closed() {
             return Enqueued::Gone;
         }
         if sender.capacity() <= 1 {
-            let reset = Event::default().event("reset").id(last.to_string()).data(last.to_string());
-            return match sender.try_send(reset) {
+            let reset = Item::new(last, "reset", &last.to_string());
+            return match sender.try_send(reset.message) {
                 Ok(()) => Enqueued::Reset(last),
                 Err(_) => Enqueued::Gone,
             };
         }
-        let event = Event::default().id(item.position.to_string()).event(&item.event).data(&item.data);
-        if sender.try_send(event).is_err() {
+        if sender.try_send(item.message.clone()).is_err() {
             return Enqueued::Gone;
         }
         last = item.position;
@@ -207,30 +269,89 @@ pub fn enqueue(sender: &mpsc::Sender<Event>, after: i64, items: &[Item]) -> Enqu
     Enqueued::All(last)
 }
 
-/// Reads the log after `after` into the feed, page by page, then waits for the checkpoint to move (or the
-/// poll) and reads again, until the subscriber goes or falls behind.
-async fn pump(state: AppState, mut after: i64, source: Source, sender: mpsc::Sender<Event>) {
-    let mut checkpoint = state.checkpoint.subscribe();
+/// Catches a feed up from the store alone, page by page, until a page is short; then hands on the shared
+/// reader's pages, which it listened to before it began; and catches up again if it missed some of them. Ends
+/// when the subscriber goes, or when a live page does not fit into its buffer: it is then `FEED_BUFFER_ITEMS`
+/// behind the ledger, and is reset.
+async fn pump(
+    state: AppState,
+    mut after: i64,
+    source: Source,
+    mut shared: broadcast::Receiver<Page>,
+    sender: mpsc::Sender<Bytes>,
+) {
     loop {
-        let page = source.page(&state, after).await;
-        let events = match page {
-            Ok(events) => events,
+        after = match catch_up(&state, after, &source, &sender).await {
+            Some(position) => position,
+            None => return,
+        };
+        loop {
+            let page = tokio::select! {
+                page = shared.recv() => page,
+                _ = sender.closed() => return,
+            };
+            match page {
+                Ok(page) => match enqueue(&sender, after, &page) {
+                    Enqueued::All(position) => after = position,
+                    Enqueued::Reset(_) | Enqueued::Gone => return,
+                },
+                // Pages were missed: the store has them.
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Reads the store after `after` into the feed until a page is short, at the pace the subscriber takes the
+/// messages: the position reached, or `None` when the subscriber went.
+async fn catch_up(state: &AppState, mut after: i64, source: &Source, sender: &mpsc::Sender<Bytes>) -> Option<i64> {
+    loop {
+        let items = match source.page(state, after).await {
+            Ok(items) => items,
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), after, "a feed could not read the log; it closes");
-                return;
+                return None;
             }
         };
-        match enqueue(&sender, after, &events) {
-            Enqueued::All(position) => after = position,
-            Enqueued::Reset(_) | Enqueued::Gone => return,
+        // The store keeps what the subscriber has not taken yet: read on no faster than it takes messages.
+        let start = after;
+        for item in items.iter().filter(|item| item.position > start) {
+            sender.send(item.message.clone()).await.ok()?;
+            after = item.position;
         }
-        if events.len() as i64 == FEED_PAGE_EVENTS {
-            continue;
+        if (items.len() as i64) < FEED_PAGE_EVENTS {
+            return Some(after);
+        }
+    }
+}
+
+/// A shared reader: reads `source` after `cursor` whenever the checkpoint moves (or the poll) and sends each
+/// page to the subscribers, until none listens.
+async fn read_shared(state: AppState, source: Source, mut cursor: i64, sender: broadcast::Sender<Page>) {
+    let mut checkpoint = state.checkpoint.subscribe();
+    loop {
+        match source.page(&state, cursor).await {
+            Ok(items) => {
+                let full = items.len() as i64 == FEED_PAGE_EVENTS;
+                if let Some(last) = items.last() {
+                    cursor = last.position;
+                    // No receiver: every subscriber left since; checked below.
+                    let _unheard = sender.send(Arc::new(items));
+                }
+                if full {
+                    continue;
+                }
+            }
+            // The subscribers wait; the next round tries again.
+            Err(error) => tracing::warn!(error = format!("{error:#}"), cursor, "a feed's shared reader could not read"),
+        }
+        if state.feeds.leave_if_unheard(&source, &sender) {
+            return;
         }
         tokio::select! {
             _ = checkpoint.changed() => {}
             _ = tokio::time::sleep(FEED_POLL) => {}
-            _ = sender.closed() => return,
         }
     }
 }
@@ -240,7 +361,20 @@ mod tests {
     use super::*;
 
     fn stored(position: i64) -> Item {
-        Item { position, event: "AssetDefined".to_owned(), data: "{}".to_owned() }
+        Item::new(position, "AssetDefined", "{}")
+    }
+
+    fn received(receiver: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
+        let mut messages = Vec::new();
+        while let Ok(message) = receiver.try_recv() {
+            messages.push(String::from_utf8(message.to_vec()).unwrap());
+        }
+        messages
+    }
+
+    #[test]
+    fn a_message_is_id_event_and_data() {
+        assert_eq!(stored(7).message, Bytes::from_static(b"id: 7\nevent: AssetDefined\ndata: {}\n\n"));
     }
 
     #[test]
@@ -248,12 +382,9 @@ mod tests {
         let (sender, mut receiver) = mpsc::channel(4);
         let events: Vec<Item> = (1..=10).map(stored).collect();
         assert_eq!(enqueue(&sender, 0, &events), Enqueued::Reset(3), "three events and the reset fit");
-        let mut ids = Vec::new();
-        while let Ok(event) = receiver.try_recv() {
-            ids.push(format!("{event:?}"));
-        }
-        assert_eq!(ids.len(), 4);
-        assert!(ids[3].contains("reset") && ids[3].contains('3'), "{ids:?}");
+        let messages = received(&mut receiver);
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[3], "id: 3\nevent: reset\ndata: 3\n\n");
     }
 
     #[test]
@@ -263,6 +394,16 @@ mod tests {
         assert_eq!(enqueue(&sender, 9, &[]), Enqueued::All(9));
         drop(_receiver);
         assert_eq!(enqueue(&sender, 9, &[stored(10)]), Enqueued::Gone);
+    }
+
+    #[test]
+    fn what_a_subscriber_has_already_is_skipped() {
+        let (sender, mut receiver) = mpsc::channel(100);
+        let page: Vec<Item> = [3, 5, 8, 9].into_iter().map(stored).collect();
+        assert_eq!(enqueue(&sender, 5, &page), Enqueued::All(9));
+        let ids: Vec<String> =
+            received(&mut receiver).iter().map(|message| message.lines().next().unwrap().to_owned()).collect();
+        assert_eq!(ids, ["id: 8", "id: 9"]);
     }
 
     #[test]
