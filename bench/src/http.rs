@@ -181,6 +181,14 @@ impl Connection {
         self.sender.ready().await.context("connection not ready")?;
         read(self.sender.send_request(http_request).await.context("send request")?).await
     }
+
+    /// Sends `request` and hands back the answer's status and body unread, for a stream (Server-Sent Events).
+    pub async fn stream(&mut self, request: &Request) -> anyhow::Result<(u16, hyper::body::Incoming)> {
+        let http_request = build(&self.endpoint, request, http::Version::HTTP_11)?;
+        self.sender.ready().await.context("connection not ready")?;
+        let response = self.sender.send_request(http_request).await.context("send request")?;
+        Ok((response.status().as_u16(), response.into_body()))
+    }
 }
 
 /// One HTTP/2 connection (cleartext, prior knowledge): clones share it, each request on its own stream.

@@ -91,8 +91,8 @@ pub struct Config {
     #[arg(long)]
     pub quick: bool,
 
-    /// Only these scenarios (comma-separated: pgbench, spread, hot_wallet, projection_lag, reads,
-    /// rebuild, flat_cost); all by default. The others report null.
+    /// Only these scenarios (comma-separated: pgbench, spread, hot_wallet, holds, projection_lag, feeds,
+    /// reads, rebuild, flat_cost, export); all by default. The others report null.
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<scenarios::Scenario>,
 
@@ -132,6 +132,10 @@ pub struct Config {
     /// Holds placed to expire within one second, whose release the expirer is timed on.
     #[arg(long, default_value_t = 1_000)]
     pub holds_expiring: u64,
+
+    /// Subscribers of the transfers feed in the feeds scenario.
+    #[arg(long, default_value_t = 100)]
+    pub feed_subscribers: usize,
 
     /// Events of the flat-cost wallet [default: 1,000,000; 100,000 with --quick].
     #[arg(long)]

@@ -47,6 +47,7 @@ pub struct Scenarios {
     pub hot_wallet: HotWallet,
     pub holds: Holds,
     pub projection_lag: ProjectionLag,
+    pub feeds: Feeds,
     pub rebuild: Rebuild,
     pub flat_cost: FlatCost,
     pub export: Export,
@@ -202,6 +203,30 @@ pub struct ProjectionLag {
     pub commands_per_s: Option<f64>,
     pub errors: Option<u64>,
     /// Percent of one core used by the bench, each service and Postgres during the run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_percent: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The transfers feed's subscribers while commands run at half the spread rate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Feeds {
+    pub subscribers: Option<u64>,
+    /// Transfers acknowledged (201) during the run: each subscriber must get every one.
+    pub transfers: Option<u64>,
+    /// Deliveries timed: transfers × subscribers when none is missing.
+    pub delivered: Option<u64>,
+    /// From the command's 201 to the subscriber's receipt of its message.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub missing: Option<u64>,
+    /// Messages received twice or out of position order.
+    pub repeated: Option<u64>,
+    pub resets: Option<u64>,
+    pub commands_per_s: Option<f64>,
+    pub errors: Option<u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub cpu_percent: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -377,6 +402,15 @@ impl Report {
                 Some(100.0),
                 "100 ms",
                 scenarios.projection_lag.reason.as_ref(),
+            ),
+            target(
+                "feeds delivery p99",
+                scenarios.feeds.p99_ms,
+                "ms",
+                Direction::AtMost,
+                Some(250.0),
+                "250 ms",
+                scenarios.feeds.reason.as_ref(),
             ),
             target(
                 "rebuild events/s",
@@ -591,6 +625,7 @@ mod tests {
             ("hot_wallet", &["commands_per_s", "succeeded", "rejected", "final_balance", "errors"]),
             ("holds", &["placed", "place_per_s", "captured", "capture_per_s", "expiry_delay_p99_ms"]),
             ("projection_lag", &["p50_ms", "p99_ms"]),
+            ("feeds", &["subscribers", "p99_ms", "missing", "repeated"]),
             ("rebuild", &["events_per_s"]),
             ("flat_cost", &["command_ratio", "history_page_ratio"]),
             ("reads", &["requests_per_s"]),

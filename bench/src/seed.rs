@@ -4,7 +4,7 @@
 //! What lands is what command-service would have written: events with contiguous versions and the SHA-256
 //! hash chain, a snapshot row for each new transfer stream, and the wallet's and treasury's snapshots;
 //! every leg is balanced against the treasury, so the asset still sums to zero. Each chunk is one
-//! transaction that takes the stream row locks and then the append lock, in the same order as an append,
+//! transaction that takes the append lock and then the stream row locks, in the same order as an append,
 //! and allocates its positions under that lock, so that position order stays commit order for the projector.
 
 use std::collections::HashMap;

@@ -6,6 +6,7 @@
 
 mod checks;
 mod export;
+mod feeds;
 mod flat_cost;
 mod holds;
 mod hot_wallet;
@@ -51,6 +52,7 @@ pub enum Scenario {
     HotWallet,
     Holds,
     ProjectionLag,
+    Feeds,
     Reads,
     Rebuild,
     FlatCost,
@@ -364,6 +366,39 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
         }
     } else {
         report.scenarios.projection_lag.reason = Some(skipped());
+    }
+
+    if bench.wants(Scenario::Feeds) {
+        match (&population, bench.read_side(), spread_rate) {
+            (Some(population), Ok(queries), Some(rate)) => {
+                phases.begin(
+                    report,
+                    &bench.memory,
+                    "feeds",
+                    &format!(
+                        "feeds: {} subscribers of /v1/transfers/stream, commands at half the spread rate",
+                        bench.config.feed_subscribers
+                    ),
+                );
+                match feeds::run(bench, population, queries, rate * 0.5, &mut report.scenarios.feeds).await {
+                    Ok(checks) => report.correctness.extend(checks),
+                    Err(error) => {
+                        report.scenarios.feeds.reason = Some(format!("{error:#}"));
+                        fail(report, "feeds ran", format!("{error:#}"));
+                    }
+                }
+                bench.settle(population.wallets[0]).await;
+            }
+            (_, Err(reason), _) => report.scenarios.feeds.reason = Some(reason),
+            (_, _, None) => {
+                report.scenarios.feeds.reason.get_or_insert_with(|| "needs the spread rate".to_owned());
+            }
+            (None, _, _) => {
+                report.scenarios.feeds.reason.get_or_insert_with(skipped);
+            }
+        }
+    } else {
+        report.scenarios.feeds.reason = Some(skipped());
     }
 
     if bench.wants(Scenario::Reads) {
