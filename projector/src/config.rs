@@ -17,7 +17,7 @@ pub const BATCH_SIZE_MAX_LIMIT: i64 = 50_000;
 #[command(name = "projector", version)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Action,
 }
 
 impl Cli {
@@ -36,7 +36,7 @@ impl Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum Action {
     /// Keep the read models current (the default).
     Run(Config),
     /// Rebuild every read model from position 0 into fresh tables and swap them in atomically.
@@ -154,13 +154,13 @@ pub struct VerifyConfig {
 mod tests {
     use super::*;
 
-    fn parse(arguments: &[&str]) -> Command {
+    fn parse(arguments: &[&str]) -> Action {
         Cli::parse_defaulting_to_run(arguments.iter().map(std::ffi::OsString::from)).command
     }
 
     #[test]
     fn flags_without_a_subcommand_mean_run() {
-        let Command::Run(config) = parse(&["projector", "--database-url", "postgres://x", "--batch-size-max", "7"])
+        let Action::Run(config) = parse(&["projector", "--database-url", "postgres://x", "--batch-size-max", "7"])
         else {
             panic!("not run")
         };
@@ -169,8 +169,8 @@ mod tests {
 
     #[test]
     fn subcommands_take_their_own_flags() {
-        assert!(matches!(parse(&["projector", "verify", "--database-url", "postgres://x"]), Command::Verify(_)));
-        assert!(matches!(parse(&["projector", "rebuild", "--database-url", "postgres://x"]), Command::Rebuild(_)));
+        assert!(matches!(parse(&["projector", "verify", "--database-url", "postgres://x"]), Action::Verify(_)));
+        assert!(matches!(parse(&["projector", "rebuild", "--database-url", "postgres://x"]), Action::Rebuild(_)));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod telemetry;
 pub mod verify;
 
 pub use app::App;
-pub use config::{Cli, Command, Config, RebuildConfig, VerifyConfig};
+pub use config::{Action, Cli, Config, RebuildConfig, VerifyConfig};
 
 /// The name of the one projection this projector maintains, as `projection_checkpoints` records it.
 pub use tally_shared::notification::READ_MODELS_PROJECTION as PROJECTION_NAME;

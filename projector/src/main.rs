@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use projector::{app, rebuild, telemetry, verify, App, Cli, Command};
+use projector::{app, rebuild, telemetry, verify, Action, App, Cli};
 
 /// The fold allocates many small rows per event; mimalloc roughly halves what the system allocator costs there.
 #[global_allocator]
@@ -12,15 +12,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let command = Cli::parse_defaulting_to_run(std::env::args_os()).command;
     let log_format = match &command {
-        Command::Run(config) => config.log_format.clone(),
-        Command::Rebuild(config) => config.log_format.clone(),
-        Command::Verify(config) => config.log_format.clone(),
+        Action::Run(config) => config.log_format.clone(),
+        Action::Rebuild(config) => config.log_format.clone(),
+        Action::Verify(config) => config.log_format.clone(),
     };
     telemetry::init(&log_format);
     let result = match command {
-        Command::Run(config) => run(config).await.map(|()| ExitCode::SUCCESS),
-        Command::Rebuild(config) => rebuild::main(config).await.map(|()| ExitCode::SUCCESS),
-        Command::Verify(config) => verify::main(config).await,
+        Action::Run(config) => run(config).await.map(|()| ExitCode::SUCCESS),
+        Action::Rebuild(config) => rebuild::main(config).await.map(|()| ExitCode::SUCCESS),
+        Action::Verify(config) => verify::main(config).await,
     };
     result.unwrap_or_else(|error| {
         tracing::error!(error = format!("{error:#}"), "projector failed");

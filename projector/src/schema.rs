@@ -7,16 +7,7 @@ use sqlx::PgPool;
 
 use crate::PROJECTION_NAME;
 
-/// The read-model tables, rebuilt together by `projector rebuild` (`projection_checkpoints` is not one of them).
-pub const READ_MODEL_TABLES: [&str; 7] = [
-    "rm_assets",
-    "rm_asset_volumes",
-    "rm_wallets",
-    "rm_wallet_history",
-    "rm_transfers",
-    "rm_transfer_reversals",
-    "rm_holds",
-];
+pub use tally_shared::notification::READ_MODEL_TABLES;
 
 /// Whether migrations have created every table the projector reads or writes.
 pub async fn is_ready(pool: &PgPool) -> anyhow::Result<bool> {

@@ -1295,49 +1295,30 @@ fn state_difference(world: &World, stream_id: &str, state: serde_json::Value) ->
     let Ok(stream) = stream_id.parse::<StreamId>() else {
         return Some("not a stream id".to_owned());
     };
-    let unreadable = |error: serde_json::Error| Some(format!("state unreadable: {error}"));
-    let differs = |stored: &dyn std::fmt::Debug, replayed: &dyn std::fmt::Debug| {
-        Some(format!("state {stored:?} but the replay has {replayed:?}"))
-    };
     match stream {
-        StreamId::Asset(code) => {
-            let stored: Asset = match serde_json::from_value(state) {
-                Ok(stored) => stored,
-                Err(error) => return unreadable(error),
-            };
-            let replayed = world.assets.get(&code).cloned().unwrap_or_default();
-            (stored != replayed).then(|| differs(&stored, &replayed)).flatten()
-        }
-        StreamId::Wallet(id) => {
-            let stored: Wallet = match serde_json::from_value(state) {
-                Ok(stored) => stored,
-                Err(error) => return unreadable(error),
-            };
-            let replayed = world.wallets.get(&id).cloned().unwrap_or_default();
-            let same = match (&stored, &replayed) {
-                // Balances compare with their scale, as the read models print them.
-                (Wallet::Open(stored), Wallet::Open(replayed)) => {
-                    stored == replayed && stored.balance.to_string() == replayed.balance.to_string()
-                }
-                _ => stored == replayed,
-            };
-            (!same).then(|| differs(&stored, &replayed)).flatten()
-        }
-        StreamId::Transfer(id) => {
-            let stored: Transfer = match serde_json::from_value(state) {
-                Ok(stored) => stored,
-                Err(error) => return unreadable(error),
-            };
-            let replayed = world.transfers.get(&id).cloned().unwrap_or_default();
-            (stored != replayed).then(|| differs(&stored, &replayed)).flatten()
-        }
-        StreamId::Hold(id) => {
-            let stored: Hold = match serde_json::from_value(state) {
-                Ok(stored) => stored,
-                Err(error) => return unreadable(error),
-            };
-            let replayed = world.holds.get(&id).cloned().unwrap_or_default();
-            (stored != replayed).then(|| differs(&stored, &replayed)).flatten()
-        }
+        StreamId::Asset(code) => compare(state, world.assets.get(&code), |stored, replayed| stored == replayed),
+        // Balances compare with their scale too, as the read models print them.
+        StreamId::Wallet(id) => compare(state, world.wallets.get(&id), |stored, replayed| match (stored, replayed) {
+            (Wallet::Open(stored), Wallet::Open(replayed)) => {
+                stored == replayed && stored.balance.to_string() == replayed.balance.to_string()
+            }
+            _ => stored == replayed,
+        }),
+        StreamId::Transfer(id) => compare(state, world.transfers.get(&id), |stored, replayed| stored == replayed),
+        StreamId::Hold(id) => compare(state, world.holds.get(&id), |stored, replayed| stored == replayed),
     }
+}
+
+/// Reads a stored state as `T` and tells how it differs from the replay's (a stream the replay lacks has the
+/// default state), by `same`.
+fn compare<T>(state: serde_json::Value, replayed: Option<&T>, same: impl Fn(&T, &T) -> bool) -> Option<String>
+where
+    T: serde::de::DeserializeOwned + Default + Clone + std::fmt::Debug,
+{
+    let stored: T = match serde_json::from_value(state) {
+        Ok(stored) => stored,
+        Err(error) => return Some(format!("state unreadable: {error}")),
+    };
+    let replayed = replayed.cloned().unwrap_or_default();
+    (!same(&stored, &replayed)).then(|| format!("state {stored:?} but the replay has {replayed:?}"))
 }

@@ -6,25 +6,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use tally_shared::notification::READ_MODEL_TABLES;
 use tokio::time::Instant;
 
 use crate::config::Config;
 
-/// Relations query-service reads: start-up waits until every one exists.
-pub const RELATIONS_READ: [&str; 12] = [
-    "events",
-    "projection_checkpoints",
-    "wallet_owners",
-    "rm_assets",
-    "rm_asset_volumes",
-    "rm_wallets",
-    "rm_wallet_history",
-    "rm_transfers",
-    "rm_transfer_reversals",
-    "rm_holds",
-    "digests",
-    "verifications",
-];
+/// Relations query-service reads besides the read models: start-up waits until these and every one of
+/// [`READ_MODEL_TABLES`] exist.
+const RELATIONS_READ: [&str; 5] = ["events", "projection_checkpoints", "wallet_owners", "digests", "verifications"];
 
 /// Pause between two looks for the schema.
 const SCHEMA_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -77,7 +66,7 @@ pub async fn ensure_read_only(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every relation of [`RELATIONS_READ`] exists (command-service applies the migrations), for at most `wait`.
+/// Waits until every relation of [`RELATIONS_READ`] and [`READ_MODEL_TABLES`] exists (command-service applies the migrations), for at most `wait`.
 pub async fn wait_for_schema(pool: &PgPool, wait: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + wait;
     let mut attempt: u64 = 0;
@@ -102,7 +91,7 @@ pub async fn wait_for_schema(pool: &PgPool, wait: Duration) -> anyhow::Result<()
 }
 
 async fn missing_relations(pool: &PgPool) -> anyhow::Result<Vec<String>> {
-    let names: Vec<String> = RELATIONS_READ.iter().map(|name| (*name).to_owned()).collect();
+    let names: Vec<String> = RELATIONS_READ.iter().chain(&READ_MODEL_TABLES).map(|name| (*name).to_owned()).collect();
     sqlx::query_scalar("SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL")
         .bind(&names)
         .fetch_all(pool)

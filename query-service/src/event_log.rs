@@ -165,12 +165,13 @@ pub struct BalanceAt {
     pub balance: Decimal,
     /// What the wallet's active holds reserved at that moment: the `held_after` of its last hold event.
     pub held: Decimal,
-    /// The debit or credit that set `balance`; `None` when nothing had moved yet (the balance is zero).
-    pub posting: Option<Posting>,
+    /// Where the debit or credit that set `balance` stands; `None` when nothing had moved yet (the balance is zero).
+    pub last_move: Option<LastMove>,
 }
 
+/// The event that last moved a wallet's balance: its stream version, global position and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Posting {
+pub struct LastMove {
     pub version: i64,
     pub position: i64,
     pub recorded_at: DateTime<Utc>,
@@ -281,7 +282,7 @@ pub async fn balance_at(
                 other => bail!("{stream_id} v{version} is not a posting: {other:?}"),
             };
             let recorded_at = row.posting_recorded_at.context("a posting has its recorded_at")?;
-            (balance, Some(Posting { version, position, recorded_at }))
+            (balance, Some(LastMove { version, position, recorded_at }))
         }
         _ => (Decimal::ZERO, None),
     };
@@ -294,5 +295,5 @@ pub async fn balance_at(
         _ => Decimal::ZERO,
     };
     let (asset, scale, version) = (opened.asset.to_string(), opened.scale, row.version);
-    Ok(Some(BalanceAt { asset, scale, version, balance, held, posting }))
+    Ok(Some(BalanceAt { asset, scale, version, balance, held, last_move: posting }))
 }

@@ -1,5 +1,6 @@
 //! The notification contract: NATS "events appended" from command-service to the projector, and the names
-//! the projector and query-service share for the read models' projection and its Postgres channel.
+//! the projector and query-service share for the read models: their tables, their projection and its Postgres
+//! channel.
 //! Notifications carry no truth, only "the log has grown to at least `position`".
 
 use serde::{Deserialize, Serialize};
@@ -32,3 +33,15 @@ pub const READ_MODELS_PROJECTION: &str = "read_models";
 /// The Postgres channel the projector notifies in each batch's transaction, with the new checkpoint as payload:
 /// query-service waits on it for read-your-writes.
 pub const PROJECTION_ADVANCED_CHANNEL: &str = "projection_advanced";
+
+/// The read-model tables: the projector writes and rebuilds them together, query-service reads them
+/// (`projection_checkpoints` is not one of them).
+pub const READ_MODEL_TABLES: [&str; 7] = [
+    "rm_assets",
+    "rm_asset_volumes",
+    "rm_wallets",
+    "rm_wallet_history",
+    "rm_transfers",
+    "rm_transfer_reversals",
+    "rm_holds",
+];

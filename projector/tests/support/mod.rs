@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use command_service::event_store;
 use projector::catch_up::Failpoints;
-use projector::{App, Cli, Command as ProjectorCommand, Config};
+use projector::{Action, App, Cli, Config};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 use tally_shared::asset::{AssetCode, DefineAsset, FeePolicy, SystemWallets};
@@ -100,7 +100,7 @@ pub fn config(prefix: &str, nats_url: &str, extra: &[&str]) -> Config {
     }
     args.extend_from_slice(extra);
     match Cli::parse_from(args).command {
-        ProjectorCommand::Run(config) => config,
+        Action::Run(config) => config,
         other => panic!("not a run command: {other:?}"),
     }
 }

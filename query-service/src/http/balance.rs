@@ -68,8 +68,8 @@ pub async fn at(
         held: balance.scale.format(balance.held),
         available: balance.scale.format(balance.balance - balance.held),
         version: balance.version,
-        position: balance.posting.map(|posting| posting.position),
-        recorded_at: balance.posting.map(|posting| posting.recorded_at),
+        position: balance.last_move.map(|moved| moved.position),
+        recorded_at: balance.last_move.map(|moved| moved.recorded_at),
         as_of,
         at_position,
     }))

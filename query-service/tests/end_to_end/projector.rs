@@ -21,7 +21,7 @@ impl Projector {
         let mut args = vec!["projector", "run", "--listen-addr", "127.0.0.1:0", "--nats-subject-prefix", prefix];
         args.extend_from_slice(extra);
         let cli = projector::Cli::parse_from(args);
-        let projector::Command::Run(config) = cli.command else { unreachable!("parsed as run") };
+        let projector::Action::Run(config) = cli.command else { unreachable!("parsed as run") };
         let app = projector::App::build(config, pool).await.expect("the projector starts");
         let (stop, stopped) = oneshot::channel();
         let ran = tokio::spawn(app.run_until_stopped(async move {
