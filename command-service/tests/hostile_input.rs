@@ -67,6 +67,12 @@ async fn a_json_array_is_no_command_body_on_any_route(pool: PgPool) {
         assert_refused(&app, raw(&app, &path, "application/json", scalar), 422, "validation_failed").await;
     }
     assert_eq!(app.balance(&wallet).await.to_string(), "9.00", "only the spend moved money");
+    // `null` is no body, as an empty one is: a top-up lacks its amount, a freeze (whose body may be empty) freezes.
+    let path = format!("/v1/wallets/{wallet}/topup");
+    let topup = assert_refused(&app, raw(&app, &path, "application/json", "null"), 422, "validation_failed").await;
+    assert_eq!(topup.body["field"], "amount", "{:?}", topup.body);
+    let frozen = app.send(raw(&app, &format!("/v1/wallets/{wallet}/freeze"), "application/json", "null")).await;
+    assert_eq!((frozen.status, &frozen.body["status"]), (200, &json!("frozen")), "{:?}", frozen.body);
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -17,6 +17,21 @@ use tally_shared::asset::{AssetCode, ASSET_CODE_PATTERN};
 use tally_shared::money::{parse_decimal, SCALE_MAX};
 use tally_shared::wallet::OWNER_ID_LENGTH_MAX;
 
+/// `If-Match` values and whether they are valid: the document's pattern and the service agree on each.
+const IF_MATCH_CASES: &[(&str, bool)] = &[
+    ("\"3\"", true),
+    ("\"0\"", true),
+    ("3", true),
+    ("\"999999999999999999\"", true),
+    ("\"1000000000000000000\"", false),
+    ("\"+3\"", false),
+    ("+3", false),
+    ("\"-1\"", false),
+    ("W/\"3\"", false),
+    ("\"3", false),
+    ("\"\"", false),
+];
+
 async fn document(pool: PgPool) -> Value {
     let app = TestApp::spawn(pool).await;
     let document = app.send(app.client.get(app.url("/openapi.json"))).await.body;
@@ -92,9 +107,37 @@ fn the_key_and_asset_patterns_accept_what_the_code_accepts() {
         assert_eq!(code.is_match(text), AssetCode::parse(text).is_ok(), "asset code {text:?}");
     }
     let if_match = Regex::new(IF_MATCH_PATTERN).unwrap();
-    for (text, valid) in
-        [("\"3\"", true), ("\"0\"", true), ("3", true), ("\"-1\"", false), ("W/\"3\"", false), ("\"3", false)]
-    {
-        assert_eq!(if_match.is_match(text), valid, "If-Match {text:?}");
+    for (text, valid) in IF_MATCH_CASES {
+        assert_eq!(if_match.is_match(text), *valid, "If-Match {text:?}");
     }
+}
+
+/// The service reads `If-Match` as the document's pattern says: each valid value is a version (the wallet's
+/// own answers 201, any other 412), each invalid one is `422 validation_failed` naming the header.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_service_reads_if_match_as_the_document_says(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.define_asset("GOLD", 2, None).await;
+    let wallet = app.open_wallet("alice", "GOLD").await;
+    for (text, valid) in IF_MATCH_CASES {
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/wallets/{wallet}/topup")))
+            .header("idempotency-key", support::key())
+            .header("if-match", *text)
+            .json(&serde_json::json!({ "amount": "1.00" }));
+        let reply = app.send(request).await;
+        match valid {
+            true => assert!(
+                matches!((reply.status, reply.code()), (201, _) | (412, "version_mismatch")),
+                "If-Match {text}: {:?}",
+                reply.body
+            ),
+            false => {
+                assert_eq!((reply.status, reply.code()), (422, "validation_failed"), "If-Match {text}");
+                assert_eq!(reply.body["field"], "If-Match");
+            }
+        }
+    }
+    app.stop().await;
 }

@@ -30,8 +30,11 @@ pub const POSITIVE_AMOUNT_PATTERN: &str = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]
 pub const NON_NEGATIVE_AMOUNT_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?$";
 /// What an idempotency key looks like: 1 to [`IDEMPOTENCY_KEY_LENGTH_MAX`] visible ASCII characters.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]{1,255}$";
-/// What `If-Match` looks like: a wallet version, as an entity tag in quotes (`"3"`) or, leniently, bare (`3`).
-pub const IF_MATCH_PATTERN: &str = r#"^("[0-9]+"|[0-9]+)$"#;
+/// What `If-Match` looks like: a wallet version, as an entity tag in quotes (`"3"`) or, leniently, bare (`3`),
+/// of at most [`VERSION_DIGITS_MAX`] digits.
+pub const IF_MATCH_PATTERN: &str = r#"^("[0-9]{1,18}"|[0-9]{1,18})$"#;
+/// Digits of a version in `If-Match` at most: every version below 10^18 fits, and no stream will reach one.
+pub const VERSION_DIGITS_MAX: usize = 18;
 
 /// Every stable problem code of the HTTP API, with its status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -295,16 +298,25 @@ pub mod amount_schemas {
 
     use super::{NON_NEGATIVE_AMOUNT_PATTERN, POSITIVE_AMOUNT_PATTERN};
 
+    /// The largest JSON number amount the document describes: below 10^15, every JSON writer prints it whole.
+    const JSON_NUMBER_AMOUNT_MAX: i64 = 999_999_999_999_999;
+
     fn decimal(pattern: &str, example: &str, positive: bool, nullable: bool) -> Object {
         let mut types = vec![Type::String, Type::Number];
         if nullable {
             types.push(Type::Null);
         }
+        // What the document promises of a JSON number is what every client writes without an exponent: a whole
+        // number below 10^15 (the service also reads exact fractions such as 10.5; a string says any decimal).
         let builder = ObjectBuilder::new()
             .schema_type(SchemaType::from_iter(types))
             .pattern(Some(pattern))
+            .multiple_of(Some(1))
+            .maximum(Some(JSON_NUMBER_AMOUNT_MAX))
             .examples([example])
-            .description(Some("An exact decimal: a string such as \"10.50\", or an exact JSON number"));
+            .description(Some(
+                "An exact decimal: a string such as \"10.50\", or a JSON number written without an exponent",
+            ));
         if positive { builder.exclusive_minimum(Some(0)) } else { builder.minimum(Some(0)) }.build()
     }
 

@@ -51,7 +51,7 @@ where
         if !bytes.is_empty() {
             check_media_type(&headers)?;
         }
-        let value: serde_json::Value = serde_json::from_slice(body_text).map_err(|error| {
+        let mut value: serde_json::Value = serde_json::from_slice(body_text).map_err(|error| {
             if error.to_string().starts_with("recursion limit exceeded") {
                 // Only `metadata` may nest at all: the same rule as a body 9 levels deep, the same answer.
                 return ApiError::validation(
@@ -61,6 +61,14 @@ where
             }
             ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON: {error}"))
         })?;
+        // `null` says "no body" as an empty body does (the documents of the routes whose body may be empty
+        // allow it), and is read as `{}` too.
+        let body_text = if value.is_null() {
+            value = serde_json::Value::Object(serde_json::Map::new());
+            b"{}"
+        } else {
+            body_text
+        };
         // serde maps a JSON array onto a struct's fields in order: `["1.00"]` would be a top-up. Every
         // command's body is an object, and nothing else is read as one.
         if !value.is_object() {
@@ -96,8 +104,11 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
     let text = value.to_str().unwrap_or_default().trim();
     let unquoted = text.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')).unwrap_or(text);
+    // Digits only (no sign), as `api::IF_MATCH_PATTERN` documents.
+    let digits =
+        (1..=api::VERSION_DIGITS_MAX).contains(&unquoted.len()) && unquoted.bytes().all(|byte| byte.is_ascii_digit());
     match unquoted.parse::<i64>() {
-        Ok(version) if version >= 0 => Ok(Some(version)),
+        Ok(version) if digits => Ok(Some(version)),
         _ => Err(ApiError::validation("If-Match", "must be a wallet version in quotes, such as \"3\"")),
     }
 }

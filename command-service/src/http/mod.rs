@@ -178,7 +178,7 @@ struct WalletCommandHeaders {
     #[param(rename = "Idempotency-Key", pattern = r"^[!-~]{1,255}$", min_length = 1, max_length = 255)]
     idempotency_key: String,
     /// `"<version>"`: only if the wallet is at this version, otherwise `412 version_mismatch`.
-    #[param(rename = "If-Match", example = "\"3\"", pattern = r#"^("[0-9]+"|[0-9]+)$"#, nullable = false)]
+    #[param(rename = "If-Match", example = "\"3\"", pattern = r#"^("[0-9]{1,18}"|[0-9]{1,18})$"#, nullable = false)]
     if_match: Option<String>,
     /// Echoed in the answer and stored in the events' metadata; made (UUID v7) when absent.
     #[param(rename = "X-Request-Id", nullable = false)]
