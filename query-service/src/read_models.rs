@@ -284,7 +284,8 @@ pub async fn wallet_history(
 
 // ---- Transfers -----------------------------------------------------------------------------------
 
-const TRANSFER_SELECT: &str = "
+/// A transfer's columns, with its reversals, from `t` (an `rm_transfers` row) and `a` (its asset).
+const TRANSFER_COLUMNS: &str = "
     SELECT t.transfer_id, t.kind, t.asset, t.amount, t.fee, t.legs, t.balances, t.reference, t.metadata,
            t.reverses, t.reason, t.hold_id, t.position, t.recorded_at, a.scale,
            COALESCE((
@@ -296,8 +297,8 @@ const TRANSFER_SELECT: &str = "
                      WHERE transfer_id = t.transfer_id
                      ORDER BY position, reversal_id
                      LIMIT $2) r
-           ), '[]'::jsonb) AS reversals
-    FROM rm_transfers t JOIN rm_assets a ON a.code = t.asset";
+           ), '[]'::jsonb) AS reversals";
+const TRANSFER_FROM: &str = "FROM rm_transfers t JOIN rm_assets a ON a.code = t.asset";
 
 #[derive(sqlx::FromRow)]
 struct TransferRow {
@@ -398,12 +399,13 @@ impl TransferRow {
 }
 
 pub async fn transfer(connection: &mut PgConnection, transfer_id: Uuid) -> anyhow::Result<Option<TransferView>> {
-    let row: Option<TransferRow> = sqlx::query_as(&format!("{TRANSFER_SELECT} WHERE t.transfer_id = $1"))
-        .bind(transfer_id)
-        .bind(REVERSALS_SHOWN_MAX)
-        .fetch_optional(&mut *connection)
-        .await
-        .context("read a transfer")?;
+    let row: Option<TransferRow> =
+        sqlx::query_as(&format!("{TRANSFER_COLUMNS} {TRANSFER_FROM} WHERE t.transfer_id = $1"))
+            .bind(transfer_id)
+            .bind(REVERSALS_SHOWN_MAX)
+            .fetch_optional(&mut *connection)
+            .await
+            .context("read a transfer")?;
     row.map(TransferRow::into_view).transpose()
 }
 
@@ -429,21 +431,28 @@ pub async fn transfers_projected_after(
     limit: i64,
     filter: &TransferFilter,
 ) -> anyhow::Result<Vec<TransferView>> {
+    // The page is chosen first, by the position index alone (a `LIMIT` on the filtered rows), and only its rows
+    // are joined to their first events: asked as one join, Postgres hashed the whole log for a long range (a
+    // subscriber far behind), 380 ms a page against 9 ms. Only the command cut by a projector batch can be
+    // incomplete, and it is the last row at or before the checkpoint, so leaving it out never hides a later one.
     let rows: Vec<TransferRow> = sqlx::query_as(&format!(
-        "{TRANSFER_SELECT}
-         JOIN events first ON first.stream_id = 'transfer-' || t.transfer_id AND first.version = 1
-         WHERE t.position > $1 AND t.position <= $3
-           AND t.position - first.position = 2 * jsonb_array_length(t.legs) + (t.reverses IS NOT NULL)::int
+        "{TRANSFER_COLUMNS}
+         FROM (SELECT * FROM rm_transfers c
+               WHERE c.position > $1 AND c.position <= $3
+                 AND ($5::text IS NULL OR c.asset = $5)
+                 AND ($6::uuid IS NULL OR EXISTS (
+                     SELECT 1 FROM jsonb_array_elements(c.legs) leg
+                     WHERE leg->>'from_wallet_id' = $6::text OR leg->>'to_wallet_id' = $6::text))
+                 AND ($7::text IS NULL OR EXISTS (
+                     SELECT 1 FROM jsonb_array_elements(c.legs) leg JOIN wallet_owners o
+                         ON o.wallet_id::text IN (leg->>'from_wallet_id', leg->>'to_wallet_id')
+                     WHERE o.owner_id = $7))
+               ORDER BY c.position LIMIT $4) t
+              JOIN rm_assets a ON a.code = t.asset
+              JOIN events first ON first.stream_id = 'transfer-' || t.transfer_id AND first.version = 1
+         WHERE t.position - first.position = 2 * jsonb_array_length(t.legs) + (t.reverses IS NOT NULL)::int
                                              + 2 * (t.hold_id IS NOT NULL)::int
-           AND ($5::text IS NULL OR t.asset = $5)
-           AND ($6::uuid IS NULL OR EXISTS (
-               SELECT 1 FROM jsonb_array_elements(t.legs) leg
-               WHERE leg->>'from_wallet_id' = $6::text OR leg->>'to_wallet_id' = $6::text))
-           AND ($7::text IS NULL OR EXISTS (
-               SELECT 1 FROM jsonb_array_elements(t.legs) leg JOIN wallet_owners o
-                   ON o.wallet_id::text IN (leg->>'from_wallet_id', leg->>'to_wallet_id')
-               WHERE o.owner_id = $7))
-         ORDER BY t.position LIMIT $4"
+         ORDER BY t.position"
     ))
     .bind(after)
     .bind(REVERSALS_SHOWN_MAX)
@@ -463,14 +472,15 @@ pub async fn transfers_by_reference(
     connection: &mut PgConnection,
     reference: &str,
 ) -> anyhow::Result<Vec<TransferView>> {
-    let rows: Vec<TransferRow> =
-        sqlx::query_as(&format!("{TRANSFER_SELECT} WHERE t.reference = $1 ORDER BY t.position LIMIT $3"))
-            .bind(reference)
-            .bind(REVERSALS_SHOWN_MAX)
-            .bind(TRANSFERS_BY_REFERENCE_MAX)
-            .fetch_all(&mut *connection)
-            .await
-            .context("read transfers by reference")?;
+    let rows: Vec<TransferRow> = sqlx::query_as(&format!(
+        "{TRANSFER_COLUMNS} {TRANSFER_FROM} WHERE t.reference = $1 ORDER BY t.position LIMIT $3"
+    ))
+    .bind(reference)
+    .bind(REVERSALS_SHOWN_MAX)
+    .bind(TRANSFERS_BY_REFERENCE_MAX)
+    .fetch_all(&mut *connection)
+    .await
+    .context("read transfers by reference")?;
     rows.into_iter().map(TransferRow::into_view).collect()
 }
 

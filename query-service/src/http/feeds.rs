@@ -42,6 +42,8 @@ use crate::read_models::{self, TransferFilter};
 const FEED_PAGE_EVENTS: i64 = 500;
 /// How often a shared reader looks for new events without a notification.
 const FEED_POLL: Duration = Duration::from_secs(1);
+/// Reads in a row a catching-up feed may fail before it closes (a second apart).
+const FEED_READ_ATTEMPTS_MAX: u32 = 5;
 /// Pages a shared reader's channel keeps for subscribers that are busy; one that misses pages catches up
 /// from the store again.
 const FEED_SHARED_PAGES: usize = 64;
@@ -306,14 +308,28 @@ async fn pump(
 /// Reads the store after `after` into the feed until a page is short, at the pace the subscriber takes the
 /// messages: the position reached, or `None` when the subscriber went.
 async fn catch_up(state: &AppState, mut after: i64, source: &Source, sender: &mpsc::Sender<Bytes>) -> Option<i64> {
+    let mut failures = 0;
     loop {
         let items = match source.page(state, after).await {
             Ok(items) => items,
+            // A busy moment (no connection free in time) passes: the subscriber waits, its heartbeats go on.
+            Err(error) if failures < FEED_READ_ATTEMPTS_MAX => {
+                failures += 1;
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    after,
+                    failures,
+                    "a feed could not read the log; retrying"
+                );
+                tokio::time::sleep(FEED_POLL).await;
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), after, "a feed could not read the log; it closes");
                 return None;
             }
         };
+        failures = 0;
         // The store keeps what the subscriber has not taken yet: read on no faster than it takes messages.
         let start = after;
         for item in items.iter().filter(|item| item.position > start) {
