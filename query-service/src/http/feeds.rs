@@ -28,7 +28,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tally_edge::Principal;
 use tokio::sync::{broadcast, mpsc};
 
@@ -42,6 +42,8 @@ use crate::read_models::{self, TransferFilter};
 const FEED_PAGE_EVENTS: i64 = 500;
 /// How often a shared reader looks for new events without a notification.
 const FEED_POLL: Duration = Duration::from_secs(1);
+/// Bytes of waiting messages written to a subscriber at once, about: messages are never split.
+const FEED_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// Reads in a row a catching-up feed may fail before it closes (a second apart).
 const FEED_READ_ATTEMPTS_MAX: u32 = 5;
 /// Pages a shared reader's channel keeps for subscribers that are busy; one that misses pages catches up
@@ -223,7 +225,7 @@ fn open(state: AppState, after: i64, source: Source) -> Result<Response, ApiErro
     tokio::spawn(pump(state, after, source, shared, sender));
     let stream = futures::stream::unfold((receiver, subscriber), move |(mut receiver, subscriber)| async move {
         let message = match tokio::time::timeout(heartbeat, receiver.recv()).await {
-            Ok(Some(message)) => message,
+            Ok(Some(message)) => coalesce(message, &mut receiver),
             Ok(None) => return None,
             Err(_idle) => Bytes::from_static(HEARTBEAT),
         };
@@ -236,6 +238,22 @@ fn open(state: AppState, after: i64, source: Source) -> Result<Response, ApiErro
     // Proxies that buffer answers (nginx) pass this one on as it comes.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// `first` and the messages already waiting behind it, up to `FEED_CHUNK_BYTES_MAX`, as one piece of the body:
+/// a subscriber that is behind gets a page in a few writes, not one write a message.
+fn coalesce(first: Bytes, receiver: &mut mpsc::Receiver<Bytes>) -> Bytes {
+    let Ok(second) = receiver.try_recv() else { return first };
+    let mut chunk = BytesMut::with_capacity(FEED_CHUNK_BYTES_MAX.max(first.len() + second.len()));
+    chunk.extend_from_slice(&first);
+    chunk.extend_from_slice(&second);
+    while chunk.len() < FEED_CHUNK_BYTES_MAX {
+        match receiver.try_recv() {
+            Ok(next) => chunk.extend_from_slice(&next),
+            Err(_) => break,
+        }
+    }
+    chunk.freeze()
 }
 
 /// What one page did to a feed.
@@ -420,6 +438,22 @@ mod tests {
         let ids: Vec<String> =
             received(&mut receiver).iter().map(|message| message.lines().next().unwrap().to_owned()).collect();
         assert_eq!(ids, ["id: 8", "id: 9"]);
+    }
+
+    #[test]
+    fn waiting_messages_go_out_together_whole_and_in_order() {
+        let (sender, mut receiver) = mpsc::channel(1_000);
+        assert_eq!(coalesce(stored(1).message, &mut receiver), stored(1).message, "alone, as it is");
+        let padding = format!("\"{}\"", "x".repeat(1_000));
+        let page: Vec<Item> = (2..=400).map(|position| Item::new(position, "AssetDefined", &padding)).collect();
+        assert_eq!(enqueue(&sender, 1, &page), Enqueued::All(400));
+        let first = receiver.try_recv().unwrap();
+        let chunk = String::from_utf8(coalesce(first, &mut receiver).to_vec()).unwrap();
+        let ids: Vec<i64> = chunk.lines().filter_map(|line| line.strip_prefix("id: ")?.parse().ok()).collect();
+        assert!(chunk.ends_with("\n\n") && ids.len() < 399, "at most about FEED_CHUNK_BYTES_MAX at once");
+        assert_eq!(ids, (2..2 + ids.len() as i64).collect::<Vec<_>>());
+        let rest = String::from_utf8(coalesce(receiver.try_recv().unwrap(), &mut receiver).to_vec()).unwrap();
+        assert!(rest.starts_with(&format!("id: {}\n", 2 + ids.len())), "the next chunk goes on where it stopped");
     }
 
     #[test]
