@@ -573,7 +573,7 @@ async function health() {
 const VIEWS = {
   overview: () => liveRefresh(overview),
   live: () => live(),
-  wallet: (argument) => { wallet(argument); return liveRefresh(() => {}); },
+  wallet: (argument) => { wallet(argument); return null; },
   transfer: (argument) => { transfer(argument); return null; },
   health: () => liveRefresh(health),
 };
@@ -594,7 +594,8 @@ function render() {
   }
   const [, name = "overview", ...rest] = location.hash.split("/");
   const view = VIEWS[name] ? name : "overview";
-  const argument = decodeURIComponent(rest.join("/"));
+  let argument = rest.join("/");
+  try { argument = decodeURIComponent(argument); } catch (_) { /* a malformed escape: taken as typed */ }
   document.querySelectorAll(".view").forEach((section) => { section.hidden = section.id !== `view-${view}`; });
   document.querySelectorAll("#nav a").forEach((link) => {
     if (link.dataset.view === view) link.setAttribute("aria-current", "page");
@@ -621,7 +622,13 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#chart-asset").addEventListener("change", drawCharts);
   search($("#wallet-form"), $("#wallet-query"), "wallet");
   search($("#transfer-form"), $("#transfer-query"), "transfer");
-  session.onTransfer.push(() => { if (!$("#view-overview").hidden) drawCharts(); });
+  // The charts follow the feed, drawn at most once a frame (the backfill brings thousands at once).
+  let drawing = false;
+  session.onTransfer.push(() => {
+    if (drawing || $("#view-overview").hidden) return;
+    drawing = true;
+    requestAnimationFrame(() => { drawing = false; drawCharts(); });
+  });
   setInterval(() => { if (!$("#view-overview").hidden) drawCharts(); }, REFRESH_MIN_MS);
   window.addEventListener("hashchange", render);
   if (session.token) startFeed();

@@ -5,16 +5,19 @@ different requests could share a key and be answered `422 idempotency_key_reused
 contract, not a failure. A client sends a fresh key per new request; so do the tests.
 """
 
+import re
 import uuid
 
 import schemathesis
+
+_KEY = re.compile(r"^[!-~]{1,255}$")
 
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
     # Only where the case sends a key: a case that leaves it out on purpose tests the 400 for a missing key.
     headers = dict(case.headers or {})
-    if case.method.upper() == "POST" and "Idempotency-Key" in headers:
+    if case.method.upper() == "POST" and _KEY.match(str(headers.get("Idempotency-Key", ""))):
         headers["Idempotency-Key"] = f"st-{uuid.uuid4()}"
         case.headers = headers
     _prepare_state(case)
@@ -76,14 +79,21 @@ def map_body(context, body):
     # A hold's expiry is `expires_in_s` or `expires_at`, not both, within 30 days of now: rules across fields
     # and the clock, which a schema cannot state. A valid `expires_in_s` is kept; a drawn instant is moved into
     # the window.
-    if "expires_in_s" in body and "expires_at" in body:
+    seconds = body.get("expires_in_s")
+    if isinstance(seconds, int) and 1 <= seconds <= 2_592_000 and _is_instant(body.get("expires_at")):
         del body["expires_at"]
-    if isinstance(body.get("expires_at"), str) and _is_instant(body["expires_at"]):
+    if _is_instant(body.get("expires_at")):
         body["expires_at"] = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).isoformat()
     return body
 
 
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
 def _is_instant(text):
+    """An RFC 3339 date-time, as the document's `date-time` format says."""
+    if not isinstance(text, str) or not _INSTANT.match(text):
+        return False
     try:
         datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
         return True
@@ -105,6 +115,7 @@ _COMMAND_URL = os.environ.get("TALLY_ST_COMMAND_URL", "")
 _QUERY_URL = os.environ.get("TALLY_ST_QUERY_URL", "")
 _TOKEN = os.environ.get("TALLY_TOKEN", "")
 _IF_MATCH = re.compile(r'^("[0-9]{1,18}"|[0-9]{1,18})$')
+_OWNER = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
 _OWNER_LENGTH_MAX = 128
 # The highest position a command of this run answered: reads wait for it (read-your-writes).
@@ -148,8 +159,9 @@ def _version(wallet):
 def _prepare(case):
     path, parameters = case.path, case.path_parameters
     body = case.body if isinstance(case.body, dict) else None
-    if path == "/v1/wallets" and body and isinstance(body.get("owner_id"), str) and body["owner_id"]:
-        body["owner_id"] = f"{body['owner_id'][: _OWNER_LENGTH_MAX - 17]}-{uuid.uuid4().hex[:16]}"
+    owner = body.get("owner_id") if body else None
+    if path == "/v1/wallets" and isinstance(owner, str) and _OWNER.match(owner) and len(owner) <= _OWNER_LENGTH_MAX:
+        body["owner_id"] = f"{owner[: _OWNER_LENGTH_MAX - 17]}-{uuid.uuid4().hex[:16]}"
     if path == "/v1/assets" and body and isinstance(body.get("code"), str) and _CODE.match(body["code"]):
         body["code"] = f"{body['code'][:7]}_{uuid.uuid4().hex[:8].upper()}"
     if not parameters or not _WALLETS:

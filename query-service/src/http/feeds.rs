@@ -261,32 +261,28 @@ fn coalesce(first: Bytes, receiver: &mut mpsc::Receiver<Bytes>) -> Bytes {
 pub enum Enqueued {
     /// Every event went into the buffer; the feed is at this position.
     All(i64),
-    /// The buffer filled: a `reset` with this position (the last event enqueued) closes the feed.
-    Reset(i64),
+    /// The buffer is full: the subscriber is to be reset at this position (the last event enqueued).
+    Full(i64),
     /// The subscriber went away.
     Gone,
 }
 
-/// Puts the items of `items` after `after` into a feed's buffer, keeping its last slot for a `reset`.
+/// Puts the items of `items` after `after` into a feed's buffer, as far as it has room.
 pub fn enqueue(sender: &mpsc::Sender<Bytes>, after: i64, items: &[Item]) -> Enqueued {
     let mut last = after;
     for item in items.iter().filter(|item| item.position > after) {
-        if sender.is_closed() {
-            return Enqueued::Gone;
+        match sender.try_send(item.message.clone()) {
+            Ok(()) => last = item.position,
+            Err(mpsc::error::TrySendError::Full(_)) => return Enqueued::Full(last),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Enqueued::Gone,
         }
-        if sender.capacity() <= 1 {
-            let reset = Item::new(last, "reset", &last.to_string());
-            return match sender.try_send(reset.message) {
-                Ok(()) => Enqueued::Reset(last),
-                Err(_) => Enqueued::Gone,
-            };
-        }
-        if sender.try_send(item.message.clone()).is_err() {
-            return Enqueued::Gone;
-        }
-        last = item.position;
     }
     Enqueued::All(last)
+}
+
+/// The message that closes a feed that fell behind: `event: reset`, naming the last id it was sent.
+fn reset(last: i64) -> Bytes {
+    Item::new(last, "reset", &last.to_string()).message
 }
 
 /// Catches a feed up from the store alone, page by page, until a page is short; then hands on the shared
@@ -300,6 +296,8 @@ async fn pump(
     mut shared: broadcast::Receiver<Page>,
     sender: mpsc::Sender<Bytes>,
 ) {
+    // The buffer's last slot is kept for the reset from the start, so that a full buffer can always say so.
+    let Ok(reset_slot) = sender.clone().reserve_owned().await else { return };
     loop {
         after = match catch_up(&state, after, &source, &sender).await {
             Some(position) => position,
@@ -313,7 +311,11 @@ async fn pump(
             match page {
                 Ok(page) => match enqueue(&sender, after, &page) {
                     Enqueued::All(position) => after = position,
-                    Enqueued::Reset(_) | Enqueued::Gone => return,
+                    Enqueued::Full(last) => {
+                        reset_slot.send(reset(last));
+                        return;
+                    }
+                    Enqueued::Gone => return,
                 },
                 // Pages were missed: the store has them.
                 Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -414,11 +416,26 @@ mod tests {
     #[test]
     fn a_subscriber_that_falls_behind_gets_a_reset_at_the_last_event_it_was_sent() {
         let (sender, mut receiver) = mpsc::channel(4);
+        let reset_slot = sender.clone().try_reserve_owned().unwrap();
         let events: Vec<Item> = (1..=10).map(stored).collect();
-        assert_eq!(enqueue(&sender, 0, &events), Enqueued::Reset(3), "three events and the reset fit");
+        assert_eq!(enqueue(&sender, 0, &events), Enqueued::Full(3), "three events and the reset fit");
+        reset_slot.send(reset(3));
         let messages = received(&mut receiver);
         assert_eq!(messages.len(), 4);
         assert_eq!(messages[3], "id: 3\nevent: reset\ndata: 3\n\n");
+    }
+
+    /// A catch-up awaits room and may fill every free slot; the kept one still takes the reset.
+    #[tokio::test]
+    async fn a_buffer_filled_while_catching_up_still_has_room_for_the_reset() {
+        let (sender, mut receiver) = mpsc::channel(3);
+        let reset_slot = sender.clone().reserve_owned().await.unwrap();
+        sender.send(stored(1).message).await.unwrap();
+        sender.send(stored(2).message).await.unwrap();
+        assert_eq!(enqueue(&sender, 2, &[stored(3)]), Enqueued::Full(2));
+        reset_slot.send(reset(2));
+        let messages = received(&mut receiver);
+        assert_eq!(messages.last().map(String::as_str), Some("id: 2\nevent: reset\ndata: 2\n\n"));
     }
 
     #[test]
