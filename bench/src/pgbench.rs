@@ -29,6 +29,8 @@ pub struct Figures {
     /// What each command left on disk (heap, indexes, TOAST of both tables): the volume Tally's is compared to.
     pub minimal_bytes_per_command: f64,
     pub batched_bytes_per_command: f64,
+    /// Write-ahead log per command, one command per transaction (the server's WAL: nothing else writes then).
+    pub minimal_wal_bytes_per_command: f64,
 }
 
 pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow::Result<Figures> {
@@ -38,7 +40,9 @@ pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow:
         std::fs::write(&minimal, script(1)).context("write the pgbench script")?;
         let batched = work_dir.join("pgbench-batched-commands.sql");
         std::fs::write(&batched, script(BATCH_COMMANDS)).context("write the pgbench script")?;
+        let wal_before = crate::scenarios::wal_position(pool).await?;
         let minimal_run = pgbench(settings, &minimal).await?;
+        let minimal_wal = crate::scenarios::wal_bytes_since(pool, &wal_before).await?;
         let minimal_bytes = scratch_bytes(pool).await?;
         sqlx::query(&format!("TRUNCATE {SCHEMA}.idempotency_keys, {SCHEMA}.events"))
             .execute(pool)
@@ -53,6 +57,7 @@ pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow:
             batched_50_commands_per_s: batched_run.tps * f64::from(BATCH_COMMANDS),
             minimal_bytes_per_command: (minimal_bytes / minimal_run.transactions.max(1.0)).round(),
             batched_bytes_per_command: (batched_bytes / batched_commands.max(1.0)).round(),
+            minimal_wal_bytes_per_command: (minimal_wal / minimal_run.transactions.max(1.0)).round(),
         })
     }
     .await;

@@ -35,6 +35,8 @@ pub struct Pgbench {
     /// Bytes each command left on disk (tables, indexes, TOAST), one per transaction and 50 per transaction.
     pub minimal_bytes_per_command: Option<f64>,
     pub batched_bytes_per_command: Option<f64>,
+    /// Write-ahead log per command, one command per transaction.
+    pub minimal_wal_bytes_per_command: Option<f64>,
     pub clients: u32,
     pub seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +80,8 @@ pub struct Spread {
     /// Closed loop: events appended and bytes left on disk (event store tables, indexes, TOAST) per command.
     pub closed_loop_events_per_command: Option<f64>,
     pub closed_loop_bytes_per_command: Option<f64>,
+    /// Closed loop: write-ahead log per command, the projector's included (the whole server's WAL).
+    pub closed_loop_wal_bytes_per_command: Option<f64>,
     /// The open loop the p99 target is judged on: "half that load", half the pgbench rate the throughput
     /// target names (half the spread's own rate when pgbench did not run).
     pub half_load: Option<OpenLoop>,
@@ -621,7 +625,7 @@ mod tests {
         }
         let scenarios = &json["scenarios"];
         for (scenario, keys) in [
-            ("spread", &["commands_per_s", "p50_ms", "p99_ms", "errors"][..]),
+            ("spread", &["commands_per_s", "p50_ms", "p99_ms", "errors", "closed_loop_wal_bytes_per_command"][..]),
             ("hot_wallet", &["commands_per_s", "succeeded", "rejected", "final_balance", "errors"]),
             ("holds", &["placed", "place_per_s", "captured", "capture_per_s", "expiry_delay_p99_ms"]),
             ("projection_lag", &["p50_ms", "p99_ms"]),

@@ -161,6 +161,21 @@ pub async fn event_store_size(database: &PgPool) -> anyhow::Result<(i64, i64)> {
     .context("measure the event store")
 }
 
+/// Where the server's write-ahead log is now (`pg_current_wal_lsn()`): WAL bytes since then are
+/// [`wal_bytes_since`]. The WAL is the whole server's, so it counts the projector's writes too.
+pub async fn wal_position(database: &PgPool) -> anyhow::Result<String> {
+    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(database).await.context("read the WAL position")
+}
+
+/// Bytes of write-ahead log written since `position` (from [`wal_position`]).
+pub async fn wal_bytes_since(database: &PgPool, position: &str) -> anyhow::Result<f64> {
+    sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+        .bind(position)
+        .fetch_one(database)
+        .await
+        .context("measure the WAL written")
+}
+
 /// The position of the last event appended.
 pub async fn head_position(database: &PgPool) -> anyhow::Result<i64> {
     let (head,): (i64,) = sqlx::query_as("SELECT coalesce(max(position), 0) FROM events")
@@ -213,10 +228,13 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
                 report.pgbench.batched_50_commands_per_s = Some(figures.batched_50_commands_per_s);
                 report.pgbench.minimal_bytes_per_command = Some(figures.minimal_bytes_per_command);
                 report.pgbench.batched_bytes_per_command = Some(figures.batched_bytes_per_command);
+                report.pgbench.minimal_wal_bytes_per_command = Some(figures.minimal_wal_bytes_per_command);
                 eprintln!(
-                    "    minimal: {:.0} tx/s, {:.0} bytes per command; 50 per transaction: {:.0} commands/s, {:.0} bytes each",
+                    "    minimal: {:.0} tx/s, {:.0} bytes per command ({:.0} of WAL); 50 per transaction: {:.0} \
+                     commands/s, {:.0} bytes each",
                     figures.minimal_command_tx_per_s,
                     figures.minimal_bytes_per_command,
+                    figures.minimal_wal_bytes_per_command,
                     figures.batched_50_commands_per_s,
                     figures.batched_bytes_per_command
                 );

@@ -30,6 +30,7 @@ pub async fn run(
 
     let metrics_before = service_metrics::scrape(&bench.commands.pool).await;
     let (events_before, bytes_before) = super::event_store_size(&bench.database).await?;
+    let wal_before = super::wal_position(&bench.database).await?;
     let before = bench.processes.track();
     let closed = load::closed_loop(
         bench.commands.endpoint(),
@@ -41,11 +42,13 @@ pub async fn run(
     spread.closed_loop_cpu_percent = before.finish();
     eprintln!("    closed loop {}", cpu::describe(&spread.closed_loop_cpu_percent));
     let metrics_after = service_metrics::scrape(&bench.commands.pool).await;
+    let wal = super::wal_bytes_since(&bench.database, &wal_before).await?;
     let (events_after, bytes_after) = super::event_store_size(&bench.database).await?;
     let commands = closed.completed().max(1) as f64;
     spread.closed_loop_events_per_command =
         Some(((events_after - events_before) as f64 / commands * 100.0).round() / 100.0);
     spread.closed_loop_bytes_per_command = Some(((bytes_after - bytes_before) as f64 / commands).round());
+    spread.closed_loop_wal_bytes_per_command = Some((wal / commands).round());
     spread.closed_loop_appender = metrics_before.appender_until(&metrics_after, closed.elapsed);
     let rate = closed.rate_per_s();
     spread.commands_per_s = Some(rate.round());
@@ -63,7 +66,8 @@ pub async fn run(
     );
     eprintln!("    {}", spread.closed_loop_appender.describe());
     if let (Some(events), Some(bytes)) = (spread.closed_loop_events_per_command, spread.closed_loop_bytes_per_command) {
-        eprintln!("    per command: {events:.2} events, {bytes:.0} bytes on disk");
+        let wal = spread.closed_loop_wal_bytes_per_command.unwrap_or_default();
+        eprintln!("    per command: {events:.2} events, {bytes:.0} bytes on disk, {wal:.0} bytes of WAL (the projector's included)");
     }
     if closed.ok == 0 {
         spread.errors = Some(closed.error_count());
