@@ -601,9 +601,7 @@ function render() {
     if (link.dataset.view === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   });
-  const leave = VIEWS[view](argument);
-  // The overview's charts follow the feed whichever view is shown.
-  leaveView = leave;
+  leaveView = VIEWS[view](argument);
 }
 
 function search(form, input, view) {

@@ -5,7 +5,13 @@ different requests could share a key and be answered `422 idempotency_key_reused
 contract, not a failure. A client sends a fresh key per new request; so do the tests.
 """
 
+import atexit
+import collections
+import datetime
+import json
+import os
 import re
+import urllib.request
 import uuid
 
 import schemathesis
@@ -30,8 +36,6 @@ def before_call(context, case, kwargs):
 # ones. Only values that are already valid are replaced, so a deliberately invalid value (a negative case)
 # stays invalid and must still be refused.
 
-import os
-import re
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ASSET = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
@@ -107,9 +111,6 @@ def _is_instant(text):
 # fresh hold to capture or void, a fresh transfer to reverse, a fresh wallet to freeze, unfreeze or close), and
 # send the wallet's current version as If-Match. A case that breaks a rule on purpose keeps its drawn values.
 
-import datetime
-import json
-import urllib.request
 
 _COMMAND_URL = os.environ.get("TALLY_ST_COMMAND_URL", "")
 _QUERY_URL = os.environ.get("TALLY_ST_QUERY_URL", "")
@@ -197,9 +198,6 @@ def _prepare_state(case):
 
 
 # What the commands were answered, by operation and problem code, for the run's summary (TALLY_ST_OUTCOMES).
-import atexit
-import collections
-import json
 
 _OUTCOMES = collections.Counter()
 

@@ -41,15 +41,14 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 mod tests {
     use super::*;
 
-    /// The page loads nothing from another host: every URL in its HTML, script and style sheet is this origin's.
+    /// The page loads nothing from another host: no URL in its HTML, script or style sheet names one (the SVG
+    /// namespace, an identifier that is never fetched, aside).
     #[test]
     fn the_assets_name_no_other_host() {
         for (name, text) in [("index.html", PAGE), ("dashboard.js", SCRIPT), ("dashboard.css", STYLE)] {
+            let text = text.replace("http://www.w3.org/2000/svg", "");
             for marker in ["http://", "https://", "//cdn", "@import", "url("] {
-                let allowed = marker == "http://" && text.contains("http://www.w3.org/2000/svg");
-                let occurrences = text.matches(marker).count();
-                let expected = if allowed { text.matches("http://www.w3.org/2000/svg").count() } else { 0 };
-                assert_eq!(occurrences, expected, "{name} names {marker}");
+                assert!(!text.contains(marker), "{name} names {marker}");
             }
         }
     }
