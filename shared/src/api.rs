@@ -298,21 +298,14 @@ pub mod amount_schemas {
 
     use super::{NON_NEGATIVE_AMOUNT_PATTERN, POSITIVE_AMOUNT_PATTERN};
 
-    /// The largest JSON number amount the document describes: below 10^15, every JSON writer prints it whole.
-    const JSON_NUMBER_AMOUNT_MAX: i64 = 999_999_999_999_999;
-
     fn decimal(pattern: &str, example: &str, positive: bool, nullable: bool) -> Object {
         let mut types = vec![Type::String, Type::Number];
         if nullable {
             types.push(Type::Null);
         }
-        // What the document promises of a JSON number is what every client writes without an exponent: a whole
-        // number below 10^15 (the service also reads exact fractions such as 10.5; a string says any decimal).
         let builder = ObjectBuilder::new()
             .schema_type(SchemaType::from_iter(types))
             .pattern(Some(pattern))
-            .multiple_of(Some(1))
-            .maximum(Some(JSON_NUMBER_AMOUNT_MAX))
             .examples([example])
             .description(Some(
                 "An exact decimal: a string such as \"10.50\", or a JSON number written without an exponent",
