@@ -7,13 +7,19 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "command-service", version, about)]
 pub struct Config {
-    /// Postgres connection URL of the event store.
+    /// Postgres URL of the event store, or a comma-separated list of them (a primary and its replicas): writes
+    /// go only to the one not in recovery, and move to another when it fails and that one is promoted.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://root@127.0.0.1:5432/tally")]
     pub database_url: String,
 
-    /// NATS server for "events appended" notifications (JetStream). Commands never wait for it.
+    /// NATS servers for "events appended" notifications (JetStream), comma-separated (a cluster's nodes).
+    /// Commands never wait for them.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Nodes that keep a copy of the notification stream: 1 on one server, 3 on a 3-node JetStream cluster.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub nats_stream_replicas: u16,
 
     /// Prefix of NATS subjects and streams, so that stacks sharing one NATS server stay apart.
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "tally")]

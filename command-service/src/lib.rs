@@ -23,13 +23,13 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
 pub use config::Config;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use tally_edge::servers::{Role, Servers};
 use tokio::net::TcpListener;
 
 use crate::execute::{Executor, ExecutorLimits};
@@ -39,25 +39,32 @@ use crate::notify::Notifier;
 const KEY_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 const KEY_EXPIRY_BATCH_SIZE_MAX: i64 = 10_000;
 
+/// How long start-up waits for the primary of `DATABASE_URL`'s list to answer.
+const PRIMARY_WAIT: Duration = Duration::from_secs(30);
+
 /// Opens the pool with the session settings every connection must have: a statement timeout and an
-/// idle-in-transaction timeout, so that no stuck request can hold locks indefinitely.
+/// idle-in-transaction timeout, so that no stuck request can hold locks indefinitely. `DATABASE_URL` may list
+/// several servers: the pool points at the one not in recovery, and a background task moves it when that one
+/// fails and another is promoted (`tally_edge::servers`).
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(&config.database_url)
-        .context("parse DATABASE_URL")?
-        .application_name("tally-command-service")
-        .options([
+    let servers = Servers::parse(&config.database_url, Role::Primary, |options| {
+        options.application_name("tally-command-service").options([
             ("statement_timeout", format!("{}ms", config.statement_timeout_ms)),
             ("idle_in_transaction_session_timeout", format!("{}ms", config.idle_in_transaction_timeout_ms)),
-        ]);
-    PgPoolOptions::new()
-        .max_connections(config.database_connections_max)
-        .acquire_timeout(Duration::from_secs(5))
-        // No ping before each batch's transaction: a dead connection fails the batch's first statement
-        // with an IO error, which the appender retries like any transient failure.
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await
-        .context("connect to Postgres")
+        ])
+    })
+    .context("parse DATABASE_URL")?;
+    servers.find(PRIMARY_WAIT).await?;
+    let pool = servers.pool(
+        PgPoolOptions::new()
+            .max_connections(config.database_connections_max)
+            .acquire_timeout(Duration::from_secs(5))
+            // No ping before each batch's transaction: a dead connection fails the batch's first statement
+            // with an IO error, which the appender retries like any transient failure.
+            .test_before_acquire(false),
+    );
+    tokio::spawn(tally_edge::servers::follow(servers, vec![pool.clone()]));
+    Ok(pool)
 }
 
 /// A built service, bound to its address, not yet serving.
@@ -89,6 +96,7 @@ impl App {
         let notifier = Notifier::start(
             nats.clone(),
             &config.nats_subject_prefix,
+            config.nats_stream_replicas,
             Duration::from_millis(config.publish_timeout_ms),
         );
         let limits = ExecutorLimits {

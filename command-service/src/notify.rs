@@ -10,13 +10,6 @@ use async_nats::jetstream;
 use tally_shared::notification::{self, Appended};
 use tokio::sync::watch;
 
-/// How long notifications are kept in the JetStream stream.
-const STREAM_AGE_MAX: Duration = Duration::from_secs(3600);
-/// Notifications kept in the JetStream stream at most.
-const STREAM_MESSAGES_MAX: i64 = 100_000;
-/// Window in which JetStream drops a notification whose `Nats-Msg-Id` it has seen.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
 /// Hands head positions to the publishing task. Cloning is cheap.
 #[derive(Clone)]
 pub struct Notifier {
@@ -31,9 +24,15 @@ impl Notifier {
     }
 
     /// Starts the publishing task on `client` (see [`connect`]); it ends when every `Notifier` clone is dropped.
-    pub fn start(client: Option<async_nats::Client>, prefix: &str, publish_timeout: Duration) -> Notifier {
+    pub fn start(
+        client: Option<async_nats::Client>,
+        prefix: &str,
+        replicas: u16,
+        publish_timeout: Duration,
+    ) -> Notifier {
         let (head, positions) = watch::channel(0);
-        tokio::spawn(publish(client, prefix.to_owned(), publish_timeout, positions));
+        let stream = tally_edge::servers::notification_stream(prefix, usize::from(replicas));
+        tokio::spawn(publish(client, prefix.to_owned(), stream, publish_timeout, positions));
         Notifier { head }
     }
 
@@ -49,41 +48,34 @@ impl Notifier {
     }
 }
 
-/// Connects to NATS, retrying in the background, so that start-up never waits for it;
-/// `None` only if the URL itself is unusable.
+/// Connects to NATS (a comma-separated list of servers), retrying in the background, so that start-up never
+/// waits for it; `None` only if the list itself is unusable.
 pub async fn connect(nats_url: &str) -> Option<async_nats::Client> {
     let options = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .name("tally-command-service");
-    match options.connect(nats_url).await {
+    let connected = match tally_edge::servers::nats_servers(nats_url) {
+        Ok(servers) => options.connect(servers).await.map_err(anyhow::Error::from),
+        Err(error) => Err(error),
+    };
+    match connected {
         Ok(client) => Some(client),
         Err(error) => {
-            tracing::error!(%error, nats_url, "cannot use NATS; notifications are off, projections rely on polling");
+            tracing::error!(
+                error = format!("{error:#}"),
+                nats_url,
+                "cannot use NATS; notifications are off, projections rely on polling"
+            );
             None
         }
     }
 }
 
-/// Creates (or reuses) the JetStream stream that keeps notifications for a stack's prefix.
-pub async fn ensure_stream(context: &jetstream::Context, prefix: &str) -> Result<(), async_nats::Error> {
-    context
-        .get_or_create_stream(jetstream::stream::Config {
-            name: notification::stream_name(prefix),
-            subjects: vec![notification::appended_subject(prefix)],
-            storage: jetstream::stream::StorageType::Memory,
-            max_age: STREAM_AGE_MAX,
-            max_messages: STREAM_MESSAGES_MAX,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
-        .await?;
-    Ok(())
-}
-
 async fn publish(
     client: Option<async_nats::Client>,
     prefix: String,
+    stream: jetstream::stream::Config,
     publish_timeout: Duration,
     mut positions: watch::Receiver<i64>,
 ) {
@@ -97,8 +89,8 @@ async fn publish(
     while positions.changed().await.is_ok() {
         let position = *positions.borrow_and_update();
         if !stream_ready {
-            match tokio::time::timeout(publish_timeout, ensure_stream(&context, &prefix)).await {
-                Ok(Ok(())) => stream_ready = true,
+            match tokio::time::timeout(publish_timeout, context.get_or_create_stream(stream.clone())).await {
+                Ok(Ok(_)) => stream_ready = true,
                 Ok(Err(error)) => tracing::warn!(%error, "cannot create the notification stream yet"),
                 Err(_) => tracing::warn!("creating the notification stream timed out"),
             }

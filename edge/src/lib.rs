@@ -11,6 +11,8 @@
 //! - [`openapi`]: completes a service's generated document (security, problem responses) and serves it
 //!   with the `/docs` UI, whose assets are embedded in the binary.
 //! - [`problem`]: `application/problem+json` responses.
+//! - [`servers`]: lists of Postgres and NATS servers: which Postgres server to use (the primary for writers,
+//!   moving on at a failover) and the notification stream's settings, for every service.
 //! - [`serve`]: HTTP/1.1 and HTTP/2 with header-read and keep-alive timeouts, and graceful shutdown.
 //! - [`shutdown`]: [`shutdown_signal`], Ctrl-C or SIGTERM.
 
@@ -23,6 +25,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod serve;
+pub mod servers;
 pub mod shutdown;
 
 pub use auth::{Authenticator, Principal, Scope};

@@ -2,13 +2,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use tally_edge::servers::{Role, Servers};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
@@ -29,23 +29,39 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// catch-up itself is fenced by its checkpoint and never relies on the check.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Connection options for `url`, with the timeouts every service connection carries.
-pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    Ok(PgConnectOptions::from_str(url)
-        .context("parse DATABASE_URL")?
-        .options([
-            ("statement_timeout", STATEMENT_TIMEOUT),
-            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
-        ])
-        .application_name("tally-projector"))
+/// How long `rebuild` and `verify` wait for the primary of `DATABASE_URL`'s list to answer.
+const PRIMARY_WAIT: Duration = Duration::from_secs(30);
+
+/// The servers of `url` (one URL, or a comma-separated list of a primary and its replicas), each with the
+/// timeouts every projector connection carries. The projector writes, so it uses only the primary.
+fn servers(url: &str) -> anyhow::Result<Servers> {
+    Servers::parse(url, Role::Primary, |options| {
+        options
+            .options([
+                ("statement_timeout", STATEMENT_TIMEOUT),
+                ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+            ])
+            .application_name("tally-projector")
+    })
+    .context("parse DATABASE_URL")
 }
 
-/// A pool for `config`; connects lazily, so that the projector starts while Postgres is still coming up.
+/// Connection options of the primary of `url`, once one answers (for `rebuild` and `verify`).
+pub async fn primary_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let servers = servers(url)?;
+    servers.find(PRIMARY_WAIT).await?;
+    Ok(servers.current())
+}
+
+/// A pool for `config`; connects lazily, so that the projector starts while Postgres is still coming up, and
+/// follows the primary of `DATABASE_URL`'s list in the background (`tally_edge::servers`).
 pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(config.database_connections_max)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(connect_options(&config.database_url)?))
+    let servers = servers(&config.database_url)?;
+    let pool = servers.pool(
+        PgPoolOptions::new().max_connections(config.database_connections_max).acquire_timeout(Duration::from_secs(5)),
+    );
+    tokio::spawn(tally_edge::servers::follow(servers, vec![pool.clone()]));
+    Ok(pool)
 }
 
 /// A projector ready to run: its listener is bound and its NATS client connects in the background.
@@ -110,6 +126,7 @@ impl App {
         let notifications_task = tokio::spawn(notifications::listen(
             self.nats.clone(),
             self.config.nats_subject_prefix.clone(),
+            usize::from(self.config.nats_stream_replicas),
             wake.clone(),
             leading.clone(),
             stop.clone(),
@@ -139,6 +156,7 @@ impl App {
         };
         let projection = Projection {
             digests_subject: format!("{}.digests", self.config.nats_subject_prefix),
+            projected_subject: tally_shared::notification::projected_subject(&self.config.nats_subject_prefix),
             signer,
             nats: self.nats.clone(),
             config: self.config,
@@ -165,6 +183,8 @@ struct Projection {
     signer: Option<crate::digests::Signer>,
     nats: async_nats::Client,
     digests_subject: String,
+    /// Where each committed checkpoint is published, for query-services on a replica.
+    projected_subject: String,
     config: Config,
     pool: PgPool,
     metrics: Metrics,
@@ -193,10 +213,11 @@ impl Projection {
         if !schema::wait_until_ready(&self.pool, self.config.standby_retry(), self.stop.clone()).await? {
             return Ok(());
         }
-        let lock_options = (*self.pool.connect_options()).clone();
         let mut announced_standby = false;
         let mut candidate = leader::Candidate::default();
         while !self.stopped() {
+            // The pool's options of the moment: after a failover they name the new primary.
+            let lock_options = (*self.pool.connect_options()).clone();
             match candidate.try_acquire(&lock_options).await {
                 Ok(Some(lock)) => {
                     tracing::info!("leadership acquired; applying the projection");
@@ -266,6 +287,7 @@ impl Projection {
                         let delay = (chrono::Utc::now() - last_recorded_at).num_microseconds().unwrap_or(i64::MAX);
                         self.metrics.delay_seconds.record(delay as f64 / 1e6);
                         tracing::debug!(checkpoint, events, "batch applied");
+                        notifications::advanced(&self.nats, &self.projected_subject, applied).await;
                     }
                     BatchOutcome::CaughtUp => break,
                     BatchOutcome::Fenced { checkpoint: found } => {

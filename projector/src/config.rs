@@ -48,13 +48,19 @@ pub enum Action {
 /// Settings of `projector run`.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Postgres connection string of the event store and read models.
+    /// Postgres URL of the event store and read models, or a comma-separated list (a primary and its replicas):
+    /// only the one not in recovery is used.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
 
-    /// NATS server; notifications only wake the projector early, so it works (by polling) while NATS is down.
+    /// NATS servers, comma-separated (a cluster's nodes); notifications only wake the projector early, so it
+    /// works (by polling) while NATS is down.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Nodes that keep a copy of the notification stream: 1 on one server, 3 on a 3-node JetStream cluster.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub nats_stream_replicas: u16,
 
     /// Prefix of the NATS subject and JetStream stream, so that stacks sharing one NATS server stay apart.
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "tally")]
@@ -115,7 +121,8 @@ impl Config {
 /// Settings of `projector rebuild`.
 #[derive(Debug, Clone, Args)]
 pub struct RebuildConfig {
-    /// Postgres connection string of the event store and read models.
+    /// Postgres URL of the event store and read models, or a comma-separated list (a primary and its replicas):
+    /// only the one not in recovery is used.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
 
@@ -132,7 +139,8 @@ pub struct RebuildConfig {
 /// Settings of `projector verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyConfig {
-    /// Postgres connection string of the event store and read models.
+    /// Postgres URL of the event store and read models, or a comma-separated list (a primary and its replicas):
+    /// only the one not in recovery is used.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
 

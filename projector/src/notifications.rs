@@ -6,19 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use tally_shared::notification::{appended_subject, stream_name, Appended};
+use tally_shared::notification::{Appended, Projected};
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::Metrics;
 
-/// How long JetStream keeps a notification; they are only useful while fresh.
-const STREAM_MAX_AGE: Duration = Duration::from_secs(3_600);
-/// Notifications kept at most: bounds the server's memory.
-const STREAM_MESSAGES_MAX: i64 = 100_000;
-/// Window in which a republished `Nats-Msg-Id` is dropped by the server.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Pause before setting the consumer up again after an error; polling covers the gap.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -43,9 +37,19 @@ pub async fn connect(url: &str, metrics: Metrics) -> anyhow::Result<async_nats::
                 }
             }
         })
-        .connect(url)
+        .connect(tally_edge::servers::nats_servers(url)?)
         .await
         .with_context(|| format!("connect to NATS at {url}"))
+}
+
+/// Publishes that the read models' checkpoint has reached `position` (committed). A hint like every
+/// notification: a failure is counted and the next batch's publish supersedes it.
+pub async fn advanced(client: &async_nats::Client, subject: &str, position: i64) {
+    let payload = serde_json::to_vec(&Projected { position }).expect("notifications serialize");
+    if let Err(error) = client.publish(subject.to_owned(), payload.into()).await {
+        metrics::counter!("tally_projector_progress_publish_failures_total").increment(1);
+        tracing::debug!(%error, position, "progress not published; query-services poll");
+    }
 }
 
 /// The durable consumer's name under a subject prefix (names may not contain `.`, `*`, `>` or spaces).
@@ -60,6 +64,7 @@ pub fn consumer_name(prefix: &str) -> String {
 pub async fn listen(
     client: async_nats::Client,
     prefix: String,
+    replicas: usize,
     wake: Arc<Notify>,
     mut leading: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
@@ -71,7 +76,7 @@ pub async fn listen(
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
         let consumed = tokio::select! {
-            result = consume(&client, &prefix, &wake, &metrics) => result,
+            result = consume(&client, &prefix, replicas, &wake, &metrics) => result,
             _ = leading.wait_for(|leading| !*leading) => Ok(()),
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
@@ -85,19 +90,17 @@ pub async fn listen(
     }
 }
 
-async fn consume(client: &async_nats::Client, prefix: &str, wake: &Notify, metrics: &Metrics) -> anyhow::Result<()> {
+async fn consume(
+    client: &async_nats::Client,
+    prefix: &str,
+    replicas: usize,
+    wake: &Notify,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
     let context = jetstream::new(client.clone());
     // Same settings as the publisher's, so that whichever starts first creates the same stream.
     let stream = context
-        .get_or_create_stream(stream::Config {
-            name: stream_name(prefix),
-            subjects: vec![appended_subject(prefix)],
-            storage: stream::StorageType::Memory,
-            max_age: STREAM_MAX_AGE,
-            max_messages: STREAM_MESSAGES_MAX,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
+        .get_or_create_stream(tally_edge::servers::notification_stream(prefix, replicas))
         .await
         .context("get or create the notification stream")?;
     let name = consumer_name(prefix);

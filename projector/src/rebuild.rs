@@ -49,7 +49,7 @@ impl RebuildStats {
 /// `projector rebuild`.
 pub async fn main(config: RebuildConfig) -> anyhow::Result<()> {
     // No statement timeout: building an index over millions of rows may take longer than a batch ever does.
-    let options = crate::app::connect_options(&config.database_url)?.options([("statement_timeout", "0")]);
+    let options = crate::app::primary_options(&config.database_url).await?.options([("statement_timeout", "0")]);
     let pool = PgPoolOptions::new().max_connections(4).connect_with(options).await.context("connect to Postgres")?;
     anyhow::ensure!(schema::is_ready(&pool).await?, "the schema is missing: start command-service first (it migrates)");
     let head = {

@@ -124,7 +124,7 @@ impl Report {
 pub async fn main(config: VerifyConfig) -> anyhow::Result<ExitCode> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(crate::app::connect_options(&config.database_url)?.options([("statement_timeout", "0")]))
+        .connect_with(crate::app::primary_options(&config.database_url).await?.options([("statement_timeout", "0")]))
         .await
         .context("connect to Postgres")?;
     let started_at = Utc::now();

@@ -1,17 +1,24 @@
 //! The read models' checkpoint as this process knows it, and the wait of read-your-writes.
 //!
-//! One task LISTENs on `projection_advanced` (the projector notifies in each batch's transaction, so a
-//! notification arrives only once its batch is visible) and a second one re-reads the checkpoint every
-//! `CHECKPOINT_POLL_MS`, in case a notification was lost (for example while the listener reconnected).
-//! Both feed one `tokio::sync::watch`, which requests read and wait on: waiting never polls Postgres.
+//! Three tasks feed one `tokio::sync::watch`, which requests read and wait on:
+//! - one LISTENs on `projection_advanced` (the projector notifies in each batch's transaction, so a
+//!   notification arrives only once its batch is visible). A replica delivers no `LISTEN/NOTIFY`, so there it
+//!   stands aside;
+//! - one follows the projector's NATS progress notifications ([`Projected`]). One says that the *primary* has
+//!   reached a position, which a replica may not have replayed yet: it never raises the checkpoint itself, but
+//!   has it re-read every [`CATCH_UP_POLL`] until the server shows that position (SPEC §11). So a read never
+//!   believes a replica further than it is, and read-your-writes on a replica waits for replay, not for a poll;
+//! - one re-reads the checkpoint every `CHECKPOINT_POLL_MS`, in case notifications were lost.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tally_shared::notification::Projected;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -23,10 +30,21 @@ pub use tally_shared::notification::PROJECTION_ADVANCED_CHANNEL as NOTIFICATION_
 /// Pause before listening again after the listener failed.
 const LISTEN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the listener looks again whether a replica it stood aside for has been promoted.
+const REPLICA_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often a replica's checkpoint is re-read while it is behind what the projector has announced.
+pub const CATCH_UP_POLL: Duration = Duration::from_millis(5);
+
+/// Pause before subscribing to progress notifications again after the subscription ended.
+const SUBSCRIBE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The checkpoint of the `read_models` projection, kept current in the background.
 #[derive(Clone)]
 pub struct Checkpoint {
     sender: Arc<watch::Sender<i64>>,
+    /// The newest checkpoint the projector has announced on NATS (0 until one arrives): where the primary is.
+    announced: Arc<AtomicI64>,
     /// Requests waiting in [`Checkpoint::wait_for`] right now.
     waiting: Arc<AtomicUsize>,
     pool: PgPool,
@@ -48,6 +66,12 @@ impl Checkpoint {
     /// A receiver that is told of every new checkpoint (the feeds wait on it for new events).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.sender.subscribe()
+    }
+
+    /// How many positions the announced checkpoint is ahead of the one this server shows: a replica's lag in
+    /// positions (0 on the primary, or while no announcement has arrived).
+    pub fn behind(&self) -> i64 {
+        (self.announced.load(Ordering::Relaxed) - self.current()).max(0)
     }
 
     /// Requests waiting for the projection right now.
@@ -125,15 +149,58 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Starts following the checkpoint: the listener task (on its own connection from `listener_pool`) and the
-/// fallback re-read (through `pool`), both in `tasks`. The first read is done before this returns.
-pub async fn follow(pool: PgPool, listener_pool: PgPool, poll: Duration, tasks: &mut JoinSet<()>) -> Checkpoint {
+/// Starts following the checkpoint: the listener task (on its own connection from `listener_pool`, which it
+/// keeps pointed at `pool`'s server), the follower of the projector's progress on `nats` (`subject`), and the
+/// fallback re-read (through `pool`), all in `tasks`. The first read is done before this returns.
+pub async fn follow(
+    pool: PgPool,
+    listener_pool: PgPool,
+    nats: async_nats::Client,
+    subject: String,
+    poll: Duration,
+    tasks: &mut JoinSet<()>,
+) -> Checkpoint {
     let (sender, _) = watch::channel(0);
-    let checkpoint = Checkpoint { sender: Arc::new(sender), waiting: Arc::new(AtomicUsize::new(0)), pool };
+    let checkpoint = Checkpoint {
+        sender: Arc::new(sender),
+        announced: Arc::new(AtomicI64::new(0)),
+        waiting: Arc::new(AtomicUsize::new(0)),
+        pool,
+    };
     checkpoint.refresh().await;
     tasks.spawn(listen(checkpoint.clone(), listener_pool));
+    tasks.spawn(follow_announcements(checkpoint.clone(), nats, subject));
     tasks.spawn(poll_slowly(checkpoint.clone(), poll));
     checkpoint
+}
+
+async fn follow_announcements(checkpoint: Checkpoint, nats: async_nats::Client, subject: String) {
+    loop {
+        match nats.subscribe(subject.clone()).await {
+            Ok(subscription) => catch_up_with(&checkpoint, subscription).await,
+            Err(error) => tracing::warn!(%error, subject, "cannot subscribe to the projector's progress; polling"),
+        }
+        tokio::time::sleep(SUBSCRIBE_RETRY_INTERVAL).await;
+    }
+}
+
+/// Records each announced checkpoint and re-reads the server's while it shows less, until the subscription ends.
+async fn catch_up_with(checkpoint: &Checkpoint, mut subscription: async_nats::Subscriber) {
+    loop {
+        let behind = checkpoint.behind() > 0;
+        tokio::select! {
+            message = subscription.next() => {
+                let Some(message) = message else { return };
+                match serde_json::from_slice::<Projected>(&message.payload) {
+                    Ok(Projected { position }) => {
+                        checkpoint.announced.fetch_max(position, Ordering::Relaxed);
+                    }
+                    Err(error) => tracing::debug!(%error, "not a progress notification; ignored"),
+                }
+            }
+            () = tokio::time::sleep(CATCH_UP_POLL), if behind => checkpoint.refresh().await,
+        }
+    }
 }
 
 async fn poll_slowly(checkpoint: Checkpoint, poll: Duration) {
@@ -155,6 +222,16 @@ async fn listen(checkpoint: Checkpoint, listener_pool: PgPool) {
 }
 
 async fn listen_until_error(checkpoint: &Checkpoint, listener_pool: &PgPool) -> anyhow::Result<()> {
+    // After a move to another server (`tally_edge::servers`), listen there too.
+    listener_pool.set_connect_options((*checkpoint.pool.connect_options()).clone());
+    let in_recovery: bool =
+        sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&checkpoint.pool).await.context("ask the role")?;
+    if in_recovery {
+        // A replica: no notifications to listen for; the NATS announcements stand in. Look again later, in
+        // case it is promoted.
+        tokio::time::sleep(REPLICA_RECHECK_INTERVAL).await;
+        return Ok(());
+    }
     let mut listener = PgListener::connect_with(listener_pool).await.context("connect the listener")?;
     listener.listen(NOTIFICATION_CHANNEL).await.context("LISTEN")?;
     // Whatever was notified before LISTEN took effect is in this read.

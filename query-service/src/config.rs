@@ -10,13 +10,20 @@ pub const MIN_POSITION_WAIT_MS_MAX: u64 = 30_000;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "query-service", version, about = "Tally's read side: balances, histories, transfers, events")]
 pub struct Config {
-    /// Postgres URL of the event store and read models. Connections are opened read-only.
+    /// Postgres URL of the event store and read models, or a comma-separated list: reads go to the first that
+    /// answers (a replica will do), and move on when it stops answering. Connections are opened read-only.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
 
-    /// NATS server URL. query-service does not need NATS to answer; `/health/ready` reports its state.
+    /// NATS servers, comma-separated (a cluster's nodes). query-service does not need NATS to answer; on a
+    /// replica, the projector's progress notifications make read-your-writes wait for replay rather than for a
+    /// poll. `/health/ready` reports its state.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Prefix of NATS subjects, as the projector's (`{prefix}.projection.advanced`).
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "tally")]
+    pub nats_subject_prefix: String,
 
     /// Address and port to serve HTTP on (port 0 picks a free one).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use tally_edge::servers::{Role, Servers};
 use tally_shared::notification::READ_MODEL_TABLES;
 use tokio::time::Instant;
 
@@ -41,17 +42,50 @@ pub fn read_only_options(base: PgConnectOptions, config: &Config) -> PgConnectOp
 /// every acquire, since it is acquired from only when the lender has no idle connection, by the checkpoint
 /// follower and by health checks.
 pub fn read_only_pool(base: PgConnectOptions, config: &Config) -> PgPool {
+    pool_options(config).connect_lazy_with(read_only_options(base, config))
+}
+
+fn pool_options(config: &Config) -> PgPoolOptions {
     PgPoolOptions::new()
         // One more than requests lease, for the checkpoint follower and health checks.
         .max_connections(config.database_pool_size + 1)
         .acquire_timeout(config.database_acquire_timeout())
-        .connect_lazy_with(read_only_options(base, config))
 }
 
-/// The pool of `config.database_url`.
+/// The pool of `config.database_url`: one URL, or a comma-separated list (a replica first, then the primary, say).
+/// query-service reads from the first server of the list that answers, replica or primary, and moves on when it
+/// stops answering (`tally_edge::servers`; the task that moves it runs from here on).
 pub fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let base: PgConnectOptions = config.database_url.parse().context("parse DATABASE_URL")?;
-    Ok(read_only_pool(base, config))
+    let servers = Servers::parse(&config.database_url, Role::Any, |base| read_only_options(base, config))
+        .context("parse DATABASE_URL")?;
+    let pool = pool_options(config).connect_lazy_with(servers.current());
+    tokio::spawn(tally_edge::servers::follow(servers, vec![pool.clone()]));
+    Ok(pool)
+}
+
+/// What the server a pool reads from says of itself: a primary, or a replica and how far behind it is.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerRole {
+    pub in_recovery: bool,
+    /// WAL received but not yet replayed, in bytes (a replica only).
+    pub replay_lag_bytes: Option<i64>,
+    /// Time since the last transaction replayed was committed on the primary, in milliseconds (a replica
+    /// only; it also grows while the primary commits nothing).
+    pub last_replay_age_ms: Option<i64>,
+}
+
+/// Asks the server `pool` reads from what it is, in one statement.
+pub async fn server_role(pool: &PgPool) -> Result<ServerRole, sqlx::Error> {
+    let (in_recovery, replay_lag_bytes, last_replay_age_ms) = sqlx::query_as(
+        "SELECT pg_is_in_recovery(),
+                CASE WHEN pg_is_in_recovery()
+                     THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END,
+                CASE WHEN pg_is_in_recovery()
+                     THEN (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint END",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(ServerRole { in_recovery, replay_lag_bytes, last_replay_age_ms })
 }
 
 /// Fails unless connections of `pool` are read-only: the promise that query-service cannot write.

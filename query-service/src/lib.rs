@@ -60,14 +60,21 @@ impl App {
         let listener_pool =
             PgPoolOptions::new().max_connections(1).connect_lazy_with(pool.connect_options().as_ref().clone());
         let mut tasks = JoinSet::new();
-        let checkpoint =
-            checkpoint::follow(pool.clone(), listener_pool.clone(), config.checkpoint_poll(), &mut tasks).await;
         let nats = async_nats::ConnectOptions::new()
             .name("tally-query-service")
             .retry_on_initial_connect()
-            .connect(config.nats_url.as_str())
+            .connect(tally_edge::servers::nats_servers(&config.nats_url)?)
             .await
             .context("connect to NATS")?;
+        let checkpoint = checkpoint::follow(
+            pool.clone(),
+            listener_pool.clone(),
+            nats.clone(),
+            tally_shared::notification::projected_subject(&config.nats_subject_prefix),
+            config.checkpoint_poll(),
+            &mut tasks,
+        )
+        .await;
         let authenticator = tally_edge::Authenticator::from_file(config.edge.auth_tokens_file.as_deref())?;
         // The recorder shared with command-service, so that both can run in one process (the end-to-end tests).
         let metrics = tally_edge::observe::recorder();

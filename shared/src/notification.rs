@@ -27,6 +27,20 @@ pub fn message_id(position: i64) -> String {
     format!("appended-{position}")
 }
 
+/// What the projector publishes after each committed batch of the read models: query-services on a replica
+/// (which get no `LISTEN/NOTIFY`) re-read their checkpoint when one arrives. It says only that the primary's
+/// checkpoint has reached `position`: a replica may not have replayed that far yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Projected {
+    pub position: i64,
+}
+
+/// Subject of [`Projected`] notifications under a stack's `NATS_SUBJECT_PREFIX` (plain NATS, not JetStream:
+/// a missed one costs a query-service one poll).
+pub fn projected_subject(prefix: &str) -> String {
+    format!("{prefix}.projection.advanced")
+}
+
 /// The name of the projection that maintains the read models (`rm_*`), as `projection_checkpoints` knows it.
 pub const READ_MODELS_PROJECTION: &str = "read_models";
 

@@ -155,6 +155,11 @@ impl Appender {
                     tracing::debug!(retries, error = format!("{cause:#}"), "append failed; retrying");
                     if conflict {
                         metrics::counter!("tally_append_conflicts_total").increment(1);
+                    } else {
+                        // A lost connection may be a failover: the surviving server may not have the last
+                        // commits others made visible on the old primary (a commit is visible there before its
+                        // standby confirms it), so nothing known survives it. The next attempt reads afresh.
+                        self.known.clear();
                     }
                     if conflict && !mode.locked {
                         mode.locked = true;

@@ -1,4 +1,5 @@
-//! `GET /health/live` (the process answers) and `GET /health/ready` (Postgres answers; NATS state reported).
+//! `GET /health/live` (the process answers) and `GET /health/ready` (Postgres answers; its role, a replica's
+//! lag and NATS state reported).
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use axum::Json;
 use serde_json::json;
 use tally_shared::api::{Problem, ProblemCode};
 
+use crate::database;
 use crate::http::error::RETRY_AFTER_SECS;
 use crate::http::AppState;
 
@@ -18,38 +20,51 @@ pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
-/// Ready when Postgres answers. NATS is reported but not required: query-service reads only Postgres.
+/// Ready when Postgres answers. NATS is reported but not required: query-service reads only Postgres. The
+/// report says which server the reads go to and, on a replica, how far behind the primary it is (SPEC §11).
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
-    let postgres = match tokio::time::timeout(POSTGRES_PING_TIMEOUT, ping).await {
-        Ok(Ok(_)) => "up",
+    let role = match tokio::time::timeout(POSTGRES_PING_TIMEOUT, database::server_role(&state.pool)).await {
+        Ok(Ok(role)) => Some(role),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "readiness: Postgres is down");
-            "down"
+            None
         }
-        Err(_) => "down",
+        Err(_) => None,
     };
     let nats = match state.nats.connection_state() {
         async_nats::connection::State::Connected => "connected",
         async_nats::connection::State::Disconnected => "disconnected",
         async_nats::connection::State::Pending => "pending",
     };
+    let options = state.pool.connect_options();
+    let server = format!("{}:{}", options.get_host(), options.get_port());
     let position = state.checkpoint.current();
     let waiting = state.checkpoint.waiting();
-    if postgres == "up" {
-        let report = json!({
-            "status": "ready",
-            "postgres": postgres,
-            "nats": nats,
-            "projection_position": position,
-            "read_your_writes_waiting": waiting,
-        });
-        return Json(report).into_response();
-    }
-    let problem = Problem::new(ProblemCode::Unavailable, "Postgres does not answer")
-        .with("postgres", postgres)
-        .with("nats", nats)
-        .with("projection_position", position)
-        .with("read_your_writes_waiting", waiting);
-    tally_edge::problem::problem_response(&problem, Some(RETRY_AFTER_SECS))
+    let Some(role) = role else {
+        let problem = Problem::new(ProblemCode::Unavailable, "Postgres does not answer")
+            .with("postgres", "down")
+            .with("postgres_server", server)
+            .with("nats", nats)
+            .with("projection_position", position)
+            .with("read_your_writes_waiting", waiting);
+        return tally_edge::problem::problem_response(&problem, Some(RETRY_AFTER_SECS));
+    };
+    let replica = role.in_recovery.then(|| {
+        json!({
+            "replay_lag_bytes": role.replay_lag_bytes,
+            "last_replay_age_ms": role.last_replay_age_ms,
+            "positions_behind": state.checkpoint.behind(),
+        })
+    });
+    Json(json!({
+        "status": "ready",
+        "postgres": "up",
+        "postgres_server": server,
+        "postgres_role": if role.in_recovery { "replica" } else { "primary" },
+        "replica": replica,
+        "nats": nats,
+        "projection_position": position,
+        "read_your_writes_waiting": waiting,
+    }))
+    .into_response()
 }
