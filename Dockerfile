@@ -16,17 +16,18 @@ COPY projector/Cargo.toml projector/
 COPY query-service/Cargo.toml query-service/
 COPY bench/Cargo.toml bench/
 COPY audit/Cargo.toml audit/
+COPY drill/Cargo.toml drill/
 # A crate whose manifest names targets the stubs lack only loses this cache; the full build below still runs.
-RUN for crate in shared edge command-service projector query-service bench audit; do \
+RUN for crate in shared edge command-service projector query-service bench audit drill; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs" && echo 'fn main() {}' > "$crate/src/main.rs"; \
     done \
     && (cargo build --release --locked -p command-service -p projector -p query-service \
         || echo "warning: dependency pre-build failed; the full build compiles them instead") \
-    && rm -rf shared/src edge/src command-service/src projector/src query-service/src bench/src audit/src
+    && rm -rf shared/src edge/src command-service/src projector/src query-service/src bench/src audit/src drill/src
 
 # Tally itself. The sources are touched because the stubs' build is newer than their modification times.
 COPY . .
-RUN find shared edge command-service projector query-service bench audit -name '*.rs' -exec touch {} + \
+RUN find shared edge command-service projector query-service bench audit drill -name '*.rs' -exec touch {} + \
     && cargo build --release --locked -p command-service -p projector -p query-service -p tally-audit \
     && mkdir -p /out \
     && cp target/release/command-service target/release/projector target/release/query-service \

@@ -142,3 +142,39 @@ async fn read_back(client: &Client, replica: &str, ack: &Ack, log: &mut ClientLo
         Ok(Ok((status, body))) => log.replica_stale.push(format!("{}: {status} {body}", ack.reference)),
     }
 }
+
+/// Reads the hot wallet from `query_url` with `clients` clients for `over`: reads answered 200 per second.
+pub async fn measure_reads(
+    client: &Client,
+    query_url: &str,
+    setup: &Setup,
+    clients: usize,
+    over: Duration,
+) -> anyhow::Result<Value> {
+    let url = Arc::new(format!("{query_url}/v1/wallets/{}", setup.hot));
+    let deadline = Instant::now() + over;
+    let readers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut other) = (0_u64, 0_u64);
+                while Instant::now() < deadline {
+                    match client.get(&url).await {
+                        Ok((200, _)) => ok += 1,
+                        _ => other += 1,
+                    }
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    let (mut ok, mut other) = (0, 0);
+    for reader in readers {
+        let (answered, failed) = reader.await?;
+        ok += answered;
+        other += failed;
+    }
+    let per_s = (ok as f64 / over.as_secs_f64() * 10.0).round() / 10.0;
+    Ok(json!({ "name": "reads", "query_url": query_url, "clients": clients, "reads": ok, "reads_per_s": per_s,
+               "not_ok": other, "failures": other, "failed": if other == 0 { vec![] } else { vec![format!("{other} reads not answered 200")] } }))
+}

@@ -30,9 +30,10 @@ use crate::load::{Setup, Targets};
 /// Clients at most: each holds one command in flight.
 const CLIENTS_MAX: usize = 256;
 
-/// One fault under load, and every check that nothing acknowledged was lost or applied twice.
+/// One fault under load, and every check that nothing acknowledged was lost or applied twice. A flag given twice
+/// takes its last value (scripts/cluster adds its own to the defaults).
 #[derive(Debug, Parser)]
-#[command(name = "tally-drill", version, about)]
+#[command(name = "tally-drill", version, about, args_override_self = true)]
 struct Config {
     /// Commands: HAProxy's front for command-services.
     #[arg(long, env = "DRILL_COMMAND_URL", default_value = "http://127.0.0.1:8080")]
@@ -65,6 +66,10 @@ struct Config {
     /// Seconds a command is retried under its key before it counts as unanswered (a failed check).
     #[arg(long, default_value_t = 60)]
     command_deadline_s: u64,
+    /// Measure reads instead: the clients read one wallet from `--query-url` for `--before-s` + `--after-s`
+    /// seconds (no fault), and the report gives reads per second.
+    #[arg(long)]
+    reads: bool,
 }
 
 #[tokio::main]
@@ -92,6 +97,10 @@ async fn run(config: Config) -> anyhow::Result<serde_json::Value> {
     let client = Client::new(token.trim(), Duration::from_secs(config.command_deadline_s))?;
     let setup = Arc::new(set_up(&client, &config).await?);
     eprintln!("drill {:?}: asset {}, hot wallet {}, {} clients", config.name, setup.asset, setup.hot, config.clients);
+    if config.reads {
+        let over = Duration::from_secs(config.before_s + config.after_s);
+        return load::measure_reads(&client, &config.query_url, &setup, config.clients.into(), over).await;
+    }
     let targets = Arc::new(Targets {
         client: client.clone(),
         command_url: config.command_url.clone(),
