@@ -53,13 +53,26 @@ impl StoreError {
 }
 
 /// Errors after which the same call may succeed: unique violations (a race), serialization failures,
-/// deadlocks, statement timeouts, a server shutting down or in recovery, lost connections.
+/// deadlocks, statement timeouts, a server shutting down or in recovery, lost connections, and a write refused
+/// as read-only (25006: a connection that ended up on a standby; the pool moves to the primary meanwhile).
 fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(database) => {
             matches!(
                 database.code().as_deref(),
-                Some("23505" | "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" | "08006" | "08003" | "25P03")
+                Some(
+                    "23505"
+                        | "40001"
+                        | "40P01"
+                        | "57014"
+                        | "57P01"
+                        | "57P02"
+                        | "57P03"
+                        | "08006"
+                        | "08003"
+                        | "25P03"
+                        | "25006"
+                )
             )
         }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,

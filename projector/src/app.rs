@@ -156,7 +156,10 @@ impl App {
         };
         let projection = Projection {
             digests_subject: format!("{}.digests", self.config.nats_subject_prefix),
-            projected_subject: tally_shared::notification::projected_subject(&self.config.nats_subject_prefix),
+            progress: notifications::publish_progress(
+                self.nats.clone(),
+                tally_shared::notification::projected_subject(&self.config.nats_subject_prefix),
+            ),
             signer,
             nats: self.nats.clone(),
             config: self.config,
@@ -183,8 +186,8 @@ struct Projection {
     signer: Option<crate::digests::Signer>,
     nats: async_nats::Client,
     digests_subject: String,
-    /// Where each committed checkpoint is published, for query-services on a replica.
-    projected_subject: String,
+    /// Each committed checkpoint, published for query-services on a replica (`notifications::publish_progress`).
+    progress: watch::Sender<i64>,
     config: Config,
     pool: PgPool,
     metrics: Metrics,
@@ -287,7 +290,7 @@ impl Projection {
                         let delay = (chrono::Utc::now() - last_recorded_at).num_microseconds().unwrap_or(i64::MAX);
                         self.metrics.delay_seconds.record(delay as f64 / 1e6);
                         tracing::debug!(checkpoint, events, "batch applied");
-                        notifications::advanced(&self.nats, &self.projected_subject, applied).await;
+                        self.progress.send_replace(applied);
                     }
                     BatchOutcome::CaughtUp => break,
                     BatchOutcome::Fenced { checkpoint: found } => {

@@ -42,14 +42,28 @@ pub async fn connect(url: &str, metrics: Metrics) -> anyhow::Result<async_nats::
         .with_context(|| format!("connect to NATS at {url}"))
 }
 
-/// Publishes that the read models' checkpoint has reached `position` (committed). A hint like every
-/// notification: a failure is counted and the next batch's publish supersedes it.
-pub async fn advanced(client: &async_nats::Client, subject: &str, position: i64) {
-    let payload = serde_json::to_vec(&Projected { position }).expect("notifications serialize");
-    if let Err(error) = client.publish(subject.to_owned(), payload.into()).await {
-        metrics::counter!("tally_projector_progress_publish_failures_total").increment(1);
-        tracing::debug!(%error, position, "progress not published; query-services poll");
-    }
+/// How long one progress publish may take; a slower one is dropped, and the next checkpoint supersedes it.
+const PROGRESS_PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Starts the task that publishes the read models' committed checkpoint on `subject` (for query-services on a
+/// replica) and answers where to record it. Recording never waits: the task publishes whatever is newest when it
+/// gets to it, so a slow or absent NATS coalesces checkpoints instead of holding up the catch-up loop. It ends
+/// when the sender is dropped.
+pub fn publish_progress(client: async_nats::Client, subject: String) -> watch::Sender<i64> {
+    let (checkpoint, mut checkpoints) = watch::channel(0);
+    tokio::spawn(async move {
+        while checkpoints.changed().await.is_ok() {
+            let position = *checkpoints.borrow_and_update();
+            let payload = serde_json::to_vec(&Projected { position }).expect("notifications serialize");
+            let published =
+                tokio::time::timeout(PROGRESS_PUBLISH_TIMEOUT, client.publish(subject.clone(), payload.into()));
+            if !matches!(published.await, Ok(Ok(()))) {
+                metrics::counter!("tally_projector_progress_publish_failures_total").increment(1);
+                tracing::debug!(position, "progress not published; query-services poll");
+            }
+        }
+    });
+    checkpoint
 }
 
 /// The durable consumer's name under a subject prefix (names may not contain `.`, `*`, `>` or spaces).

@@ -68,6 +68,11 @@ impl Checkpoint {
         self.sender.subscribe()
     }
 
+    /// The newest checkpoint the projector has announced on NATS (0 until one arrives).
+    pub fn announced(&self) -> i64 {
+        self.announced.load(Ordering::Relaxed)
+    }
+
     /// How many positions the announced checkpoint is ahead of the one this server shows: a replica's lag in
     /// positions (0 on the primary, or while no announcement has arrived).
     pub fn behind(&self) -> i64 {

@@ -64,6 +64,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         "replica": replica,
         "nats": nats,
         "projection_position": position,
+        "projection_announced": state.checkpoint.announced(),
         "read_your_writes_waiting": waiting,
     }))
     .into_response()

@@ -261,7 +261,7 @@ fn verifications() {}
 fn health_live() {}
 
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
-    responses((status = 200, description = "`status`, `postgres`, `postgres_server`, `postgres_role` (`primary` or `replica`), `replica` (on a replica: `replay_lag_bytes`, `last_replay_age_ms`, `positions_behind`), `nats`, `projection_position`, `read_your_writes_waiting`", body = Value)))]
+    responses((status = 200, description = "`status`, `postgres`, `postgres_server`, `postgres_role` (`primary` or `replica`), `replica` (on a replica: `replay_lag_bytes`, `last_replay_age_ms`, `positions_behind`), `nats`, `projection_position`, `projection_announced` (the newest checkpoint the projector announced on NATS), `read_your_writes_waiting`", body = Value)))]
 fn health_ready() {}
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

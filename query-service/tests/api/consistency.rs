@@ -89,3 +89,47 @@ async fn malformed_min_positions_are_refused(pool: PgPool) {
     app.get_with("/v1/assets", &[("X-Min-Position", "12abc")]).await.validation("X-Min-Position");
     app.stop().await;
 }
+
+/// SPEC §11: a replica delivers no `LISTEN/NOTIFY`, so the projector's NATS announcement is what makes query-service
+/// look again soon; but an announcement says where the primary is, so it is never believed: the checkpoint a read
+/// relies on is always the one its database shows.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_announced_checkpoint_is_read_from_the_database_never_believed(pool: PgPool) {
+    advance_checkpoint(&pool, 1, false).await;
+    let prefix = format!("tallytest{}", uuid::Uuid::new_v4().simple());
+    // The slow re-read every minute: only the announcement can make the service look again within the test.
+    let flags = ["--nats-subject-prefix", &prefix, "--checkpoint-poll-ms", "60000", "--min-position-wait-ms", "300"];
+    let app = TestApp::spawn_with(pool.clone(), &flags).await;
+    let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let nats = async_nats::connect(nats_url.as_str()).await.expect("the test's NATS");
+    let subject = tally_shared::notification::projected_subject(&prefix);
+    let announce = |position: i64| {
+        let (nats, subject) = (nats.clone(), subject.clone());
+        async move {
+            let payload = serde_json::to_vec(&tally_shared::notification::Projected { position }).unwrap();
+            nats.publish(subject, payload.into()).await.unwrap();
+            nats.flush().await.unwrap();
+        }
+    };
+
+    // Announced ahead of the database (a replica that has not replayed it yet): heard, and not believed.
+    eventually(200, Duration::from_millis(25), || async {
+        announce(7).await;
+        (app.get("/health/ready").await.body["projection_announced"] == 7).then_some(())
+    })
+    .await;
+    let early = app.get("/v1/assets?min_position=7").await;
+    let shown = app.get("/v1/projections").await.projection_position();
+
+    early.problem(503, "projection_behind");
+    assert_eq!(shown, 1, "the service believed an announcement its database did not show");
+
+    // Once the database shows it (no notification: as on a replica), the service sees it long before its poll.
+    advance_checkpoint(&pool, 7, false).await;
+    eventually(80, Duration::from_millis(25), || async {
+        (app.get("/v1/projections").await.projection_position() >= 7).then_some(())
+    })
+    .await;
+    app.get("/v1/assets?min_position=7").await.ok();
+    app.stop().await;
+}
