@@ -2,9 +2,11 @@
 //! rebuild`), each service, and Postgres (its server processes and the backends of the bench's database,
 //! not other databases' backends), from `/proc/<pid>/stat`, as percent of one core. On a 2-core machine
 //! that the load generator shares with what it measures, this is the first thing to read beside a missed
-//! target.
+//! target. Postgres is split by whom a backend works for, from `pg_stat_activity`'s `application_name`:
+//! `postgres_appender` (command-service's connections), `postgres_projector`, `postgres_query`, and `postgres`
+//! (the server's own processes and every other backend: the bench's, pgbench's).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,20 @@ pub struct Processes {
     pub query_service: Option<u32>,
     /// The bench's database: only its backends count as Postgres work of the bench.
     pub database: String,
+    /// Connections to it, for `pg_stat_activity`.
+    pub pool: sqlx::PgPool,
+    /// The group of each backend known to work for a service, by pid (see the module's comment).
+    pub backends: Arc<Mutex<HashMap<u32, &'static str>>>,
+}
+
+/// The group of a backend's CPU, by its `application_name`.
+fn backend_group(application_name: &str) -> &'static str {
+    match application_name {
+        "tally-command-service" => "postgres_appender",
+        "tally-projector" => "postgres_projector",
+        "tally-query-service" => "postgres_query",
+        _ => "postgres",
+    }
 }
 
 /// CPU ticks used so far by each process of each group, at one instant.
@@ -49,8 +65,27 @@ impl Processes {
                 ticks.entry(name).or_default().insert(stat.pid, stat.ticks);
             }
         }
-        ticks.insert("postgres", postgres_ticks(&self.database));
+        let backends = self.backends.lock().expect("unpoisoned").clone();
+        for (pid, ticks_used) in postgres_ticks(&self.database) {
+            let group = backends.get(&pid).copied().unwrap_or("postgres");
+            ticks.entry(group).or_default().insert(pid, ticks_used);
+        }
         Snapshot { at: Instant::now(), ticks }
+    }
+
+    /// Reads which backend works for whom; a backend not seen yet counts as `postgres` until it is.
+    pub async fn learn_backends(&self) {
+        let rows: Result<Vec<(i32, String)>, _> = sqlx::query_as(
+            "SELECT pid, coalesce(application_name, '') FROM pg_stat_activity WHERE datname = current_database()",
+        )
+        .fetch_all(&self.pool)
+        .await;
+        if let Ok(rows) = rows {
+            let mut backends = self.backends.lock().expect("unpoisoned");
+            for (pid, application_name) in rows {
+                backends.insert(pid as u32, backend_group(&application_name));
+            }
+        }
     }
 }
 
@@ -73,6 +108,7 @@ impl Processes {
                 let mut interval = tokio::time::interval(TRACK_INTERVAL);
                 loop {
                     interval.tick().await;
+                    processes.learn_backends().await;
                     let latest = processes.snapshot();
                     seen.lock().expect("unpoisoned").absorb(latest);
                 }
@@ -84,10 +120,26 @@ impl Processes {
 
 impl Tracker {
     pub fn finish(self) -> BTreeMap<String, f64> {
+        self.finish_with_time().0
+    }
+
+    /// Each group's share of one core, and how long the phase lasted.
+    pub fn finish_with_time(self) -> (BTreeMap<String, f64>, Duration) {
         let mut seen = self.seen.lock().expect("unpoisoned").clone();
         seen.absorb(self.processes.snapshot());
-        self.start.percent_since(&seen)
+        (self.start.percent_since(&seen), seen.at.duration_since(self.start.at))
     }
+}
+
+/// CPU milliseconds each group spent per 1,000 `units` (commands, transactions) over a phase of `elapsed`.
+pub fn per_thousand(percent: &BTreeMap<String, f64>, elapsed: Duration, units: f64) -> BTreeMap<String, f64> {
+    percent
+        .iter()
+        .map(|(group, share)| {
+            let cpu_ms = share / 100.0 * elapsed.as_secs_f64() * 1_000.0;
+            (group.clone(), (cpu_ms / units.max(1.0) * 1_000.0 * 10.0).round() / 10.0)
+        })
+        .collect()
 }
 
 impl Drop for Tracker {
@@ -109,6 +161,20 @@ impl Snapshot {
         }
     }
 
+    /// A process's ticks in this snapshot. A backend counted as `postgres` before its service was learned is
+    /// looked up in every Postgres group, so that it never counts whole once it moves to its own.
+    fn earlier(&self, group: &str, pid: u32) -> u64 {
+        let in_group = |name: &str| self.ticks.get(name).and_then(|processes| processes.get(&pid)).copied();
+        if group.starts_with("postgres") {
+            ["postgres", "postgres_appender", "postgres_projector", "postgres_query"]
+                .into_iter()
+                .find_map(in_group)
+                .unwrap_or(0)
+        } else {
+            in_group(group).unwrap_or(0)
+        }
+    }
+
     /// Percent of one core each group used since `self`. A process that started in between counts whole.
     fn percent_since(&self, later: &Snapshot) -> BTreeMap<String, f64> {
         let seconds = later.at.duration_since(self.at).as_secs_f64().max(f64::EPSILON);
@@ -116,13 +182,8 @@ impl Snapshot {
             .ticks
             .iter()
             .map(|(name, processes)| {
-                let earlier = self.ticks.get(name);
-                let used: u64 = processes
-                    .iter()
-                    .map(|(pid, ticks)| {
-                        ticks.saturating_sub(earlier.and_then(|group| group.get(pid)).copied().unwrap_or(0))
-                    })
-                    .sum();
+                let used: u64 =
+                    processes.iter().map(|(pid, ticks)| ticks.saturating_sub(self.earlier(name, *pid))).sum();
                 let percent = used as f64 / TICKS_PER_S / seconds * 100.0;
                 (name.to_string(), (percent * 10.0).round() / 10.0)
             })
@@ -136,6 +197,15 @@ pub fn describe(percent: &BTreeMap<String, f64>) -> String {
     shares.sort_by(|a, b| b.1.total_cmp(a.1));
     let shares: Vec<String> = shares.iter().map(|(name, share)| format!("{name} {share:.0}%")).collect();
     format!("cpu (% of one core): {}", shares.join(", "))
+}
+
+/// `cpu ms per 1,000 commands: postgres_appender 310, command_service 150, …`, busiest first.
+pub fn describe_per_thousand(per_thousand: &BTreeMap<String, f64>, units: &str) -> String {
+    let mut costs: Vec<(&String, &f64)> = per_thousand.iter().filter(|(_, cost)| **cost >= 0.5).collect();
+    costs.sort_by(|a, b| b.1.total_cmp(a.1));
+    let total: f64 = per_thousand.values().sum();
+    let costs: Vec<String> = costs.iter().map(|(name, cost)| format!("{name} {cost:.0}")).collect();
+    format!("cpu ms per 1,000 {units}: {} (all {total:.0})", costs.join(", "))
 }
 
 struct Stat {
@@ -212,6 +282,21 @@ mod tests {
         assert!(counts_for("postgres: 15/main: root tally_bench_42 127.0.0.1(53920) idle", database));
         assert!(counts_for("postgres: root tally_bench_42 [local] INSERT", database));
         assert!(!counts_for("postgres: 15/main: root _sqlx_test_77 127.0.0.1(53921) idle", database));
+    }
+
+    #[test]
+    fn backends_are_grouped_by_the_service_they_work_for() {
+        assert_eq!(backend_group("tally-command-service"), "postgres_appender");
+        assert_eq!(backend_group("tally-projector"), "postgres_projector");
+        assert_eq!(backend_group("tally-query-service"), "postgres_query");
+        assert_eq!(backend_group("pgbench"), "postgres");
+    }
+
+    #[test]
+    fn cpu_per_thousand_units_follows_share_and_time() {
+        let percent = BTreeMap::from([("postgres".to_owned(), 50.0)]);
+        // Half a core for 2 s is 1,000 ms of CPU; over 4,000 commands that is 250 ms per 1,000.
+        assert_eq!(per_thousand(&percent, Duration::from_secs(2), 4_000.0)["postgres"], 250.0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct Settings {
     pub duration: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Figures {
     pub minimal_command_tx_per_s: f64,
     pub batched_50_commands_per_s: f64,
@@ -31,9 +31,16 @@ pub struct Figures {
     pub batched_bytes_per_command: f64,
     /// Write-ahead log per command, one command per transaction (the server's WAL: nothing else writes then).
     pub minimal_wal_bytes_per_command: f64,
+    /// CPU milliseconds per 1,000 minimal transactions: Postgres (`postgres`) and pgbench itself (`bench_children`).
+    pub minimal_cpu_ms_per_1000_tx: std::collections::BTreeMap<String, f64>,
 }
 
-pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow::Result<Figures> {
+pub async fn run(
+    pool: &PgPool,
+    settings: &Settings,
+    work_dir: &Path,
+    processes: &crate::cpu::Processes,
+) -> anyhow::Result<Figures> {
     create_scratch_tables(pool).await?;
     let result: anyhow::Result<Figures> = async {
         let minimal = work_dir.join("pgbench-minimal-command.sql");
@@ -41,7 +48,10 @@ pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow:
         let batched = work_dir.join("pgbench-batched-commands.sql");
         std::fs::write(&batched, script(BATCH_COMMANDS)).context("write the pgbench script")?;
         let wal_before = crate::scenarios::wal_position(pool).await?;
+        let tracker = processes.track();
         let minimal_run = pgbench(settings, &minimal).await?;
+        let (cpu_percent, cpu_elapsed) = tracker.finish_with_time();
+        let minimal_cpu_ms_per_1000_tx = crate::cpu::per_thousand(&cpu_percent, cpu_elapsed, minimal_run.transactions);
         let minimal_wal = crate::scenarios::wal_bytes_since(pool, &wal_before).await?;
         let minimal_bytes = scratch_bytes(pool).await?;
         sqlx::query(&format!("TRUNCATE {SCHEMA}.idempotency_keys, {SCHEMA}.events"))
@@ -58,6 +68,7 @@ pub async fn run(pool: &PgPool, settings: &Settings, work_dir: &Path) -> anyhow:
             minimal_bytes_per_command: (minimal_bytes / minimal_run.transactions.max(1.0)).round(),
             batched_bytes_per_command: (batched_bytes / batched_commands.max(1.0)).round(),
             minimal_wal_bytes_per_command: (minimal_wal / minimal_run.transactions.max(1.0)).round(),
+            minimal_cpu_ms_per_1000_tx,
         })
     }
     .await;

@@ -37,6 +37,9 @@ pub struct Pgbench {
     pub batched_bytes_per_command: Option<f64>,
     /// Write-ahead log per command, one command per transaction.
     pub minimal_wal_bytes_per_command: Option<f64>,
+    /// CPU milliseconds per 1,000 minimal transactions, by process group (`cpu.rs`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub minimal_cpu_ms_per_1000_tx: BTreeMap<String, f64>,
     pub clients: u32,
     pub seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +85,10 @@ pub struct Spread {
     pub closed_loop_bytes_per_command: Option<f64>,
     /// Closed loop: write-ahead log per command, the projector's included (the whole server's WAL).
     pub closed_loop_wal_bytes_per_command: Option<f64>,
+    /// Closed loop: CPU milliseconds per 1,000 commands of each process group (`cpu.rs`: Postgres split into the
+    /// appender's backends, the projector's, query-service's and the rest).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub closed_loop_cpu_ms_per_1000_commands: BTreeMap<String, f64>,
     /// The open loop the p99 target is judged on: "half that load", half the pgbench rate the throughput
     /// target names (half the spread's own rate when pgbench did not run).
     pub half_load: Option<OpenLoop>,

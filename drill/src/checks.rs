@@ -99,9 +99,10 @@ pub async fn check(client: &Client, query_url: &str, setup: &Setup, name: &str, 
     let last_position = acks.iter().map(|ack| ack.position).max().unwrap_or(0);
 
     // The read side must show the last acknowledged command; then the balances are final.
-    let wallet = |id: &str| format!("{query_url}/v1/wallets/{id}?min_position={last_position}");
-    let sink = client.get_ok(&wallet(&setup.sink), PROJECTION_WAIT).await.context("read the sink wallet")?;
-    let hot = client.get_ok(&wallet(&setup.hot), PROJECTION_WAIT).await.context("read the hot wallet")?;
+    let wallet = |id: &str| format!("{query_url}/v1/wallets/{id}");
+    let at = Some(last_position);
+    let sink = client.get_ok(&wallet(&setup.sink), at, PROJECTION_WAIT).await.context("read the sink wallet")?;
+    let hot = client.get_ok(&wallet(&setup.hot), at, PROJECTION_WAIT).await.context("read the hot wallet")?;
     let expect = |units: usize| format!("{units}.00");
     if sink["balance"] != expect(transfers).as_str() {
         failed.push(format!("the sink holds {} after {transfers} acknowledged transfers of 1.00", sink["balance"]));
@@ -112,18 +113,36 @@ pub async fn check(client: &Client, query_url: &str, setup: &Setup, name: &str, 
             hot["balance"]
         ));
     }
-    failed.extend(look_up_each(client, query_url, &acks).await);
+    // Every lookup waits for the last acknowledged position: whichever query-service answers, replica or not.
+    failed.extend(look_up_each(client, query_url, &acks, last_position).await);
+    let replica_reads: u64 = run.logs.iter().map(|log| log.replica_reads).sum();
+    let replica_unavailable: u64 = run.logs.iter().map(|log| log.replica_unavailable).sum();
+    if replica_unavailable * 2 > replica_reads {
+        failed.push(format!(
+            "only {} of {replica_reads} reads back from the replica could be made",
+            replica_reads - replica_unavailable
+        ));
+    }
+    if let Some(lag) = &run.replica_lag {
+        if lag.positions_behind.is_empty() {
+            failed.push("the replica's query-service never reported reading from a replica".to_owned());
+        }
+    }
 
     let mut report = json!({
         "name": name,
         "asset": setup.asset,
         "clients": run.logs.len(),
         "acknowledged": acks.len(),
-        "acknowledged_per_s": per_second(acks.len(), run.load_ended - run.started),
+        // The pairs finished after the load ended are not counted in the rate.
+        "acknowledged_per_s": per_second(
+            acks.iter().filter(|ack| ack.acknowledged <= run.load_ended).count(),
+            run.load_ended - run.started
+        ),
         "retries": acks.iter().map(|ack| u64::from(ack.attempts - 1)).sum::<u64>(),
         "command_latency_max_ms": acks.iter().map(|ack| ack.acknowledged - ack.first_sent).max().map(millis),
-        "replica_reads": run.logs.iter().map(|log| log.replica_reads).sum::<u64>(),
-        "replica_reads_unavailable": run.logs.iter().map(|log| log.replica_unavailable).sum::<u64>(),
+        "replica_reads": replica_reads,
+        "replica_reads_unavailable": replica_unavailable,
     });
     if let Some(fault) = &run.fault {
         report["fault_command_ms"] = json!(millis(fault.took));
@@ -151,10 +170,10 @@ pub async fn check(client: &Client, query_url: &str, setup: &Setup, name: &str, 
 }
 
 /// Looks every acknowledged command up by its reference: exactly one transfer, the one acknowledged.
-async fn look_up_each(client: &Client, query_url: &str, acks: &[&Ack]) -> Vec<String> {
+async fn look_up_each(client: &Client, query_url: &str, acks: &[&Ack], last_position: i64) -> Vec<String> {
     let lookups = futures::stream::iter(acks.iter().map(|ack| async move {
         let url = format!("{query_url}/v1/transfers?reference={}", ack.reference);
-        match client.get_ok(&url, PROJECTION_WAIT).await {
+        match client.get_ok(&url, Some(last_position), PROJECTION_WAIT).await {
             Ok(found) => {
                 let items = found["items"].as_array().cloned().unwrap_or_default();
                 match items.as_slice() {

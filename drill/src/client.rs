@@ -76,16 +76,25 @@ impl Client {
 
     /// GETs `url` once: its status and JSON body (`Null` when it has none).
     pub async fn get(&self, url: &str) -> anyhow::Result<(u16, Value)> {
-        let response = self.http.get(url).header("Authorization", &self.authorization).send().await?;
+        self.get_at(url, None).await
+    }
+
+    /// GETs `url` once, with `X-Min-Position` when given (the read waits until the projection shows it).
+    pub async fn get_at(&self, url: &str, min_position: Option<i64>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.get(url).header("Authorization", &self.authorization);
+        if let Some(position) = min_position {
+            request = request.header("X-Min-Position", position);
+        }
+        let response = request.send().await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
-    /// GETs `url` until it answers 200, for at most `wait`.
-    pub async fn get_ok(&self, url: &str, wait: Duration) -> anyhow::Result<Value> {
+    /// GETs `url` (with `X-Min-Position` when given) until it answers 200, for at most `wait`.
+    pub async fn get_ok(&self, url: &str, min_position: Option<i64>, wait: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + wait;
         loop {
-            let last = match self.get(url).await {
+            let last = match self.get_at(url, min_position).await {
                 Ok((200, body)) => return Ok(body),
                 Ok((status, body)) => format!("{status} {body}"),
                 Err(error) => format!("{error:#}"),

@@ -90,6 +90,9 @@ pub struct Servers {
     candidates: Arc<[PgConnectOptions]>,
     /// Index in `candidates` of the server the pools point at.
     current: Arc<AtomicUsize>,
+    /// When the pools were last pointed at a server: a connection made before it may be to the old one, and
+    /// is closed rather than used (see [`Servers::pool`]).
+    pointed: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl Servers {
@@ -105,7 +108,12 @@ impl Servers {
                 PgConnectOptions::from_str(url).map(&settings).with_context(|| format!("parse the Postgres URL {url}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Servers { role, candidates: candidates.into(), current: Arc::new(AtomicUsize::new(0)) })
+        Ok(Servers {
+            role,
+            candidates: candidates.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+            pointed: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+        })
     }
 
     pub fn role(&self) -> Role {
@@ -123,7 +131,15 @@ impl Servers {
     }
 
     /// A lazy pool on the current server; for a writer, one that refuses connections to a server in recovery.
+    /// A connection made before the pool was last moved is closed when it is next acquired, never used: after a
+    /// move, every statement runs on the new server (a reader never mixes a checkpoint read on one server with
+    /// rows read on another, and a writer never waits on a socket to a server that is gone).
     pub fn pool(&self, options: PgPoolOptions) -> PgPool {
+        let pointed = self.pointed.clone();
+        let options = options.before_acquire(move |_, meta| {
+            let since_move = pointed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
+            Box::pin(async move { Ok(meta.age < since_move) })
+        });
         let options = match self.role {
             Role::Any => options,
             Role::Primary => options.after_connect(|connection, _| {
@@ -185,7 +201,8 @@ impl Servers {
 /// Keeps `pools` pointed at a server of `servers`' role, for as long as the task runs: checks the current one
 /// every [`SERVER_CHECK_INTERVAL`] and probes the list when it does not answer as it should.
 pub async fn follow(servers: Servers, pools: Vec<PgPool>) {
-    let mut pointed_at = usize::MAX;
+    // The pools were made pointing at the current server.
+    let mut pointed_at = servers.current.load(Ordering::Relaxed);
     let mut probing = false;
     loop {
         let current = servers.current.load(Ordering::Relaxed);
@@ -194,6 +211,8 @@ pub async fn follow(servers: Servers, pools: Vec<PgPool>) {
         match found {
             Some(index) => {
                 if index != pointed_at {
+                    *servers.pointed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        std::time::Instant::now();
                     for pool in &pools {
                         pool.set_connect_options(servers.candidates[index].clone());
                     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::PgPool;
 use tally_shared::notification::Projected;
 use tokio::sync::watch;
@@ -47,6 +47,9 @@ pub struct Checkpoint {
     announced: Arc<AtomicI64>,
     /// Requests waiting in [`Checkpoint::wait_for`] right now.
     waiting: Arc<AtomicUsize>,
+    /// The server the known checkpoint was read from (the pool's options at the read). After the pool moves to
+    /// another server (`tally_edge::servers`), what was known says nothing of the new one.
+    source: Arc<std::sync::Mutex<Arc<PgConnectOptions>>>,
     pool: PgPool,
 }
 
@@ -60,7 +63,17 @@ impl Checkpoint {
     /// The latest checkpoint known. Never above the committed one, so it is a safe lower bound of what a
     /// read that starts now sees.
     pub fn current(&self) -> i64 {
+        if !self.reads_where_known() {
+            // Moved to another server: nothing is known of it until it is read (`wait_for` reads it).
+            return 0;
+        }
         *self.sender.borrow()
+    }
+
+    /// Whether the pool still reads from the server the known checkpoint came from.
+    fn reads_where_known(&self) -> bool {
+        let source = self.source.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::ptr_eq(&source, &self.pool.connect_options())
     }
 
     /// A receiver that is told of every new checkpoint (the feeds wait on it for new events).
@@ -118,12 +131,16 @@ impl Checkpoint {
 
     /// Reads the checkpoint from Postgres. What Postgres says wins, even lower (a `projector rebuild` restarts from 0).
     async fn refresh(&self) {
+        // Taken before the read: should the pool move meanwhile, the value is credited to the old server, and
+        // read again.
+        let server = self.pool.connect_options();
         let read = async {
             let mut connection = self.pool.acquire().await.context("acquire a connection")?;
             read_models::checkpoint(&mut connection).await
         };
         match read.await {
             Ok(position) => {
+                *self.source.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = server;
                 self.sender.send_if_modified(|known| {
                     let changed = *known != position;
                     *known = position;
@@ -170,6 +187,7 @@ pub async fn follow(
         sender: Arc::new(sender),
         announced: Arc::new(AtomicI64::new(0)),
         waiting: Arc::new(AtomicUsize::new(0)),
+        source: Arc::new(std::sync::Mutex::new(pool.connect_options())),
         pool,
     };
     checkpoint.refresh().await;
@@ -228,7 +246,8 @@ async fn listen(checkpoint: Checkpoint, listener_pool: PgPool) {
 
 async fn listen_until_error(checkpoint: &Checkpoint, listener_pool: &PgPool) -> anyhow::Result<()> {
     // After a move to another server (`tally_edge::servers`), listen there too.
-    listener_pool.set_connect_options((*checkpoint.pool.connect_options()).clone());
+    let server = checkpoint.pool.connect_options();
+    listener_pool.set_connect_options((*server).clone());
     let in_recovery: bool =
         sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&checkpoint.pool).await.context("ask the role")?;
     if in_recovery {
@@ -243,6 +262,11 @@ async fn listen_until_error(checkpoint: &Checkpoint, listener_pool: &PgPool) -> 
     checkpoint.refresh().await;
     loop {
         match listener.try_recv().await.context("receive a notification")? {
+            // A notification from a server the reads no longer go to says nothing of theirs: listen anew.
+            Some(_) if !Arc::ptr_eq(&server, &checkpoint.pool.connect_options()) => {
+                checkpoint.refresh().await;
+                return Ok(());
+            }
             Some(notification) => match notification.payload().trim().parse::<i64>() {
                 Ok(position) => checkpoint.advance(position),
                 Err(_) => checkpoint.refresh().await,

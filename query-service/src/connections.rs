@@ -8,10 +8,11 @@
 //! sqlx, which checks it as before.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -20,15 +21,25 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Connections {
     pool: PgPool,
-    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    /// Idle connections, each with when it was given back and the pool's options when it was taken from the
+    /// pool: one taken before the pool moved to another server (`tally_edge::servers`) is not lent again.
+    idle: Mutex<Vec<Idle>>,
     /// Leases at once: the pool's size less the connections kept for everything else (health, ownership).
     leases: Semaphore,
     acquire_timeout: Duration,
 }
 
+struct Idle {
+    connection: PoolConnection<Postgres>,
+    since: Instant,
+    server: Arc<PgConnectOptions>,
+}
+
 /// A connection lent to one request.
 pub struct Lease<'a> {
     connection: Option<PoolConnection<Postgres>>,
+    /// The pool's options when the connection was taken from it: the server it is connected to.
+    server: Arc<PgConnectOptions>,
     home: &'a Connections,
     done: bool,
     _permit: SemaphorePermit<'a>,
@@ -47,16 +58,24 @@ impl Connections {
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        let connection = match idle {
-            Some((mut connection, since)) if since.elapsed() >= PING_IDLE_AFTER => match connection.ping().await {
-                Ok(()) => connection,
-                // Gone (Postgres restarted?): let sqlx close it, and take a fresh one.
-                Err(_) => self.pool.acquire().await?,
-            },
-            Some((connection, _)) => connection,
-            None => self.pool.acquire().await?,
+        let current = self.pool.connect_options();
+        let (connection, server) = match idle {
+            // Made for a server the pool no longer reads from: closed (by sqlx), never lent.
+            Some(idle) if !Arc::ptr_eq(&idle.server, &current) => {
+                drop(idle);
+                (self.pool.acquire().await?, current)
+            }
+            Some(Idle { mut connection, since, server }) if since.elapsed() >= PING_IDLE_AFTER => {
+                match connection.ping().await {
+                    Ok(()) => (connection, server),
+                    // Gone (Postgres restarted?): let sqlx close it, and take a fresh one.
+                    Err(_) => (self.pool.acquire().await?, current),
+                }
+            }
+            Some(Idle { connection, server, .. }) => (connection, server),
+            None => (self.pool.acquire().await?, current),
         };
-        Ok(Lease { connection: Some(connection), home: self, done: false, _permit: permit })
+        Ok(Lease { connection: Some(connection), server, home: self, done: false, _permit: permit })
     }
 }
 
@@ -70,7 +89,8 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let (true, Some(connection)) = (self.done, self.connection.take()) {
-            self.home.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((connection, Instant::now()));
+            let idle = Idle { connection, since: Instant::now(), server: self.server.clone() };
+            self.home.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(idle);
         }
     }
 }

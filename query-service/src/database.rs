@@ -58,7 +58,7 @@ fn pool_options(config: &Config) -> PgPoolOptions {
 pub fn connect(config: &Config) -> anyhow::Result<PgPool> {
     let servers = Servers::parse(&config.database_url, Role::Any, |base| read_only_options(base, config))
         .context("parse DATABASE_URL")?;
-    let pool = pool_options(config).connect_lazy_with(servers.current());
+    let pool = servers.pool(pool_options(config));
     tokio::spawn(tally_edge::servers::follow(servers, vec![pool.clone()]));
     Ok(pool)
 }

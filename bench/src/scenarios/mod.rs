@@ -96,7 +96,10 @@ impl Bench {
             projector: config.projector_pid,
             query_service: config.query_pid,
             database: database_name(&config.database_url),
+            pool: database.clone(),
+            backends: Default::default(),
         };
+        processes.learn_backends().await;
         let memory = Sampler::start(vec![
             Watched { name: "command_service", pid: config.command_pid },
             Watched { name: "projector", pid: config.projector_pid },
@@ -218,7 +221,7 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
         };
         let work_dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
         let result = match std::fs::create_dir_all(&work_dir) {
-            Ok(()) => pgbench::run(&bench.database, &settings, &work_dir).await,
+            Ok(()) => pgbench::run(&bench.database, &settings, &work_dir, &bench.processes).await,
             Err(error) => Err(anyhow::Error::new(error).context("create a scratch directory")),
         };
         let _scratch_left_behind_is_harmless = std::fs::remove_dir_all(&work_dir);
@@ -229,6 +232,11 @@ pub async fn run_all(mut bench: Bench, report: &mut Report) {
                 report.pgbench.minimal_bytes_per_command = Some(figures.minimal_bytes_per_command);
                 report.pgbench.batched_bytes_per_command = Some(figures.batched_bytes_per_command);
                 report.pgbench.minimal_wal_bytes_per_command = Some(figures.minimal_wal_bytes_per_command);
+                eprintln!(
+                    "    {}",
+                    crate::cpu::describe_per_thousand(&figures.minimal_cpu_ms_per_1000_tx, "minimal transactions")
+                );
+                report.pgbench.minimal_cpu_ms_per_1000_tx = figures.minimal_cpu_ms_per_1000_tx;
                 eprintln!(
                     "    minimal: {:.0} tx/s, {:.0} bytes per command ({:.0} of WAL); 50 per transaction: {:.0} \
                      commands/s, {:.0} bytes each",

@@ -39,7 +39,8 @@ pub async fn run(
         mix.clone(),
     )
     .await;
-    spread.closed_loop_cpu_percent = before.finish();
+    let (cpu_percent, cpu_elapsed) = before.finish_with_time();
+    spread.closed_loop_cpu_percent = cpu_percent;
     eprintln!("    closed loop {}", cpu::describe(&spread.closed_loop_cpu_percent));
     let metrics_after = service_metrics::scrape(&bench.commands.pool).await;
     let wal = super::wal_bytes_since(&bench.database, &wal_before).await?;
@@ -49,6 +50,9 @@ pub async fn run(
         Some(((events_after - events_before) as f64 / commands * 100.0).round() / 100.0);
     spread.closed_loop_bytes_per_command = Some(((bytes_after - bytes_before) as f64 / commands).round());
     spread.closed_loop_wal_bytes_per_command = Some((wal / commands).round());
+    spread.closed_loop_cpu_ms_per_1000_commands =
+        cpu::per_thousand(&spread.closed_loop_cpu_percent, cpu_elapsed, commands);
+    eprintln!("    {}", cpu::describe_per_thousand(&spread.closed_loop_cpu_ms_per_1000_commands, "commands"));
     spread.closed_loop_appender = metrics_before.appender_until(&metrics_after, closed.elapsed);
     let rate = closed.rate_per_s();
     spread.commands_per_s = Some(rate.round());

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use sqlx::PgPool;
 
 use crate::support::{advance_checkpoint, eventually, TestApp};
@@ -132,4 +133,74 @@ async fn an_announced_checkpoint_is_read_from_the_database_never_believed(pool: 
     .await;
     app.get("/v1/assets?min_position=7").await.ok();
     app.stop().await;
+}
+
+/// SPEC §11: when query-service moves to another server of its list, nothing it knew of the first one is trusted
+/// on the second: a read with `min_position` waits until the new server shows it. Two databases of the test's
+/// server stand for two servers: the first ahead at position 100, the second at 5. The slow re-read is a minute,
+/// so only the move itself can make the service forget position 100.
+#[sqlx::test(migrations = "../migrations")]
+async fn after_a_move_to_another_server_nothing_known_of_the_first_is_trusted(pool: PgPool) {
+    advance_checkpoint(&pool, 100, false).await;
+    let options = pool.connect_options();
+    let first = options.get_database().expect("a test database").to_owned();
+    let second = format!("tally_moved_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!(r#"CREATE DATABASE "{second}""#)).execute(&pool).await.unwrap();
+    let second_pool = PgPool::connect_with((*options).clone().database(&second)).await.unwrap();
+    sqlx::migrate!("../migrations").run(&second_pool).await.unwrap();
+    advance_checkpoint(&second_pool, 5, false).await;
+    let url = |database: &str| {
+        format!("postgres://{}@{}:{}/{database}", options.get_username(), options.get_host(), options.get_port())
+    };
+    let list = format!("{},{}", url(&first), url(&second));
+    let config = query_service::Config::parse_from([
+        "query-service",
+        "--database-url",
+        &list,
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--schema-wait-secs",
+        "5",
+        "--checkpoint-poll-ms",
+        "60000",
+        "--min-position-wait-ms",
+        "300",
+    ]);
+    let read_pool = query_service::database::connect(&config).unwrap();
+    let app = TestApp::serve(config, read_pool).await;
+    app.get("/v1/assets?min_position=100").await.ok();
+
+    // The first server goes away: no new connection is allowed, and the ones it has are ended.
+    sqlx::query(&format!(r#"ALTER DATABASE "{first}" ALLOW_CONNECTIONS false"#)).execute(&second_pool).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&first)
+        .execute(&second_pool)
+        .await
+        .unwrap();
+    // The first server refuses everything now: until the move, reads answer 503 unavailable; after it, the wait
+    // answers 503 projection_behind. A 200 could only be the second server's rows under the first's checkpoint.
+    let mut stale = Vec::new();
+    let mut refused = None;
+    for _ in 0..200 {
+        let answer = app.get("/v1/assets?min_position=100").await;
+        if answer.status == 200 {
+            stale.push(answer.projection_position());
+        } else if answer.body["code"] == "projection_behind" {
+            refused = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stale.is_empty(), "answered from the second server as if it were at the first's position: {stale:?}");
+    let refused = refused.expect("the wait for position 100 on the second server");
+    let shown = app.get("/v1/assets?min_position=5").await;
+
+    refused.problem(503, "projection_behind");
+    assert_eq!(refused.body["position"], 5, "the position known must be the second server's");
+    shown.ok();
+    app.stop().await;
+    sqlx::query(&format!(r#"ALTER DATABASE "{first}" ALLOW_CONNECTIONS true"#)).execute(&second_pool).await.unwrap();
+    second_pool.close().await;
+    let admin = PgPool::connect_with((*options).clone().database("postgres")).await.unwrap();
+    sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{second}" WITH (FORCE)"#)).execute(&admin).await.unwrap();
 }

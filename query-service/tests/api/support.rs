@@ -89,7 +89,12 @@ impl TestApp {
         arguments.extend_from_slice(flags);
         let config = Config::parse_from(arguments);
         let read_only = database::read_only_pool(pool.connect_options().as_ref().clone(), &config);
-        let app = App::build(config, read_only).await.expect("query-service starts");
+        TestApp::serve(config, read_only).await
+    }
+
+    /// Starts the real service on `config` and `pool` as they are (a pool of `database::connect`, say).
+    pub async fn serve(config: Config, pool: PgPool) -> TestApp {
+        let app = App::build(config, pool).await.expect("query-service starts");
         let base_url = format!("http://{}", app.local_addr());
         let (stop, stopped) = oneshot::channel();
         let served = tokio::spawn(app.run_until_stopped(async move {
