@@ -39,9 +39,6 @@ use crate::notify::Notifier;
 const KEY_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 const KEY_EXPIRY_BATCH_SIZE_MAX: i64 = 10_000;
 
-/// How long start-up waits for the primary of `DATABASE_URL`'s list to answer.
-const PRIMARY_WAIT: Duration = Duration::from_secs(30);
-
 /// Opens the pool with the session settings every connection must have: a statement timeout and an
 /// idle-in-transaction timeout, so that no stuck request can hold locks indefinitely. `DATABASE_URL` may list
 /// several servers: the pool points at the one not in recovery, and a background task moves it when that one
@@ -54,17 +51,15 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         ])
     })
     .context("parse DATABASE_URL")?;
-    servers.find(PRIMARY_WAIT).await?;
-    let pool = servers.pool(
+    servers.find(tally_edge::servers::PRIMARY_WAIT).await?;
+    Ok(servers.followed_pool(
         PgPoolOptions::new()
             .max_connections(config.database_connections_max)
             .acquire_timeout(Duration::from_secs(5))
             // No ping before each batch's transaction: a dead connection fails the batch's first statement
             // with an IO error, which the appender retries like any transient failure.
             .test_before_acquire(false),
-    );
-    tokio::spawn(tally_edge::servers::follow(servers, vec![pool.clone()]));
-    Ok(pool)
+    ))
 }
 
 /// A built service, bound to its address, not yet serving.

@@ -28,6 +28,9 @@ pub const SERVER_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 pub const SERVER_PROBE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// Servers in one list at most.
 pub const SERVERS_MAX: usize = 16;
+/// How long a writer's start-up (command-service, `projector rebuild` and `verify`) waits for the primary of its
+/// list to answer.
+pub const PRIMARY_WAIT: Duration = Duration::from_secs(30);
 
 /// What a service needs of its Postgres server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +119,6 @@ impl Servers {
         })
     }
 
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
     /// The options of the server the pools point at now.
     pub fn current(&self) -> PgConnectOptions {
         self.candidates[self.current.load(Ordering::Relaxed)].clone()
@@ -127,7 +126,7 @@ impl Servers {
 
     /// `host:port` of the server the pools point at now, for health and logs.
     pub fn current_name(&self) -> String {
-        name(&self.current())
+        server_name(&self.current())
     }
 
     /// A lazy pool on the current server; for a writer, one that refuses connections to a server in recovery.
@@ -156,6 +155,13 @@ impl Servers {
         options.connect_lazy_with(self.current())
     }
 
+    /// [`Servers::pool`], kept pointed at a server of the right role by a [`follow`] task from now on.
+    pub fn followed_pool(self, options: PgPoolOptions) -> PgPool {
+        let pool = self.pool(options);
+        tokio::spawn(follow(self, pool.clone()));
+        pool
+    }
+
     /// Waits, at most `wait`, until a server of the right role answers, and points at it. Start-up calls it
     /// so that the first connections already go to the right server.
     pub async fn find(&self, wait: Duration) -> anyhow::Result<()> {
@@ -180,14 +186,14 @@ impl Servers {
             match probe(&self.candidates[index], self.role).await {
                 Ok(()) => {
                     if self.current.swap(index, Ordering::Relaxed) != index {
-                        tracing::warn!(server = name(&self.candidates[index]), role = ?self.role, "Postgres: moved to another server");
+                        tracing::warn!(server = server_name(&self.candidates[index]), role = ?self.role, "Postgres: moved to another server");
                         metrics::counter!("tally_postgres_server_moves_total").increment(1);
                     }
                     return Some(index);
                 }
                 Err(error) => {
                     tracing::debug!(
-                        server = name(&self.candidates[index]),
+                        server = server_name(&self.candidates[index]),
                         error = format!("{error:#}"),
                         "probe failed"
                     )
@@ -198,10 +204,10 @@ impl Servers {
     }
 }
 
-/// Keeps `pools` pointed at a server of `servers`' role, for as long as the task runs: checks the current one
+/// Keeps `pool` pointed at a server of `servers`' role, for as long as the task runs: checks the current one
 /// every [`SERVER_CHECK_INTERVAL`] and probes the list when it does not answer as it should.
-pub async fn follow(servers: Servers, pools: Vec<PgPool>) {
-    // The pools were made pointing at the current server.
+pub async fn follow(servers: Servers, pool: PgPool) {
+    // The pool was made pointing at the current server.
     let mut pointed_at = servers.current.load(Ordering::Relaxed);
     let mut probing = false;
     loop {
@@ -213,9 +219,7 @@ pub async fn follow(servers: Servers, pools: Vec<PgPool>) {
                 if index != pointed_at {
                     *servers.pointed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                         std::time::Instant::now();
-                    for pool in &pools {
-                        pool.set_connect_options(servers.candidates[index].clone());
-                    }
+                    pool.set_connect_options(servers.candidates[index].clone());
                     pointed_at = index;
                 }
                 probing = false;
@@ -252,7 +256,8 @@ async fn in_recovery(connection: &mut PgConnection) -> Result<bool, sqlx::Error>
     sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(connection).await
 }
 
-fn name(options: &PgConnectOptions) -> String {
+/// `host:port` of a server, for health and logs.
+pub fn server_name(options: &PgConnectOptions) -> String {
     format!("{}:{}", options.get_host(), options.get_port())
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
-use tally_edge::servers::{follow, Role, Servers};
+use tally_edge::servers::{follow, server_name, Role, Servers};
 
 /// A port where no Postgres listens (tcpmux): connecting is refused at once.
 const NOBODY: &str = "postgres://root@127.0.0.1:1/postgres";
@@ -15,8 +15,7 @@ fn live_url() -> String {
 }
 
 fn name_of(url: &str) -> String {
-    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a Postgres URL");
-    format!("{}:{}", options.get_host(), options.get_port())
+    server_name(&url.parse().expect("a Postgres URL"))
 }
 
 #[tokio::test]
@@ -45,7 +44,7 @@ async fn a_pool_pointed_at_a_dead_server_is_moved_to_one_that_answers() {
     // Not found first: the pool starts out pointed at the server that refuses connections.
     let pool = servers.pool(PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_millis(300)));
     assert!(sqlx::query("SELECT 1").execute(&pool).await.is_err(), "the first server should refuse");
-    let follower = tokio::spawn(follow(servers, vec![pool.clone()]));
+    let follower = tokio::spawn(follow(servers, pool.clone()));
     let mut moved = false;
     for _ in 0..50 {
         if sqlx::query("SELECT 1").execute(&pool).await.is_ok() {

@@ -29,9 +29,6 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// catch-up itself is fenced by its checkpoint and never relies on the check.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How long `rebuild` and `verify` wait for the primary of `DATABASE_URL`'s list to answer.
-const PRIMARY_WAIT: Duration = Duration::from_secs(30);
-
 /// The servers of `url` (one URL, or a comma-separated list of a primary and its replicas), each with the
 /// timeouts every projector connection carries. The projector writes, so it uses only the primary.
 fn servers(url: &str) -> anyhow::Result<Servers> {
@@ -49,19 +46,16 @@ fn servers(url: &str) -> anyhow::Result<Servers> {
 /// Connection options of the primary of `url`, once one answers (for `rebuild` and `verify`).
 pub async fn primary_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     let servers = servers(url)?;
-    servers.find(PRIMARY_WAIT).await?;
+    servers.find(tally_edge::servers::PRIMARY_WAIT).await?;
     Ok(servers.current())
 }
 
 /// A pool for `config`; connects lazily, so that the projector starts while Postgres is still coming up, and
 /// follows the primary of `DATABASE_URL`'s list in the background (`tally_edge::servers`).
 pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    let servers = servers(&config.database_url)?;
-    let pool = servers.pool(
+    Ok(servers(&config.database_url)?.followed_pool(
         PgPoolOptions::new().max_connections(config.database_connections_max).acquire_timeout(Duration::from_secs(5)),
-    );
-    tokio::spawn(tally_edge::servers::follow(servers, vec![pool.clone()]));
-    Ok(pool)
+    ))
 }
 
 /// A projector ready to run: its listener is bound and its NATS client connects in the background.

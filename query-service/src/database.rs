@@ -58,9 +58,7 @@ fn pool_options(config: &Config) -> PgPoolOptions {
 pub fn connect(config: &Config) -> anyhow::Result<PgPool> {
     let servers = Servers::parse(&config.database_url, Role::Any, |base| read_only_options(base, config))
         .context("parse DATABASE_URL")?;
-    let pool = servers.pool(pool_options(config));
-    tokio::spawn(tally_edge::servers::follow(servers, vec![pool.clone()]));
-    Ok(pool)
+    Ok(servers.followed_pool(pool_options(config)))
 }
 
 /// What the server a pool reads from says of itself: a primary, or a replica and how far behind it is.

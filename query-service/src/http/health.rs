@@ -36,8 +36,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         async_nats::connection::State::Disconnected => "disconnected",
         async_nats::connection::State::Pending => "pending",
     };
-    let options = state.pool.connect_options();
-    let server = format!("{}:{}", options.get_host(), options.get_port());
+    let server = tally_edge::servers::server_name(&state.pool.connect_options());
     let position = state.checkpoint.current();
     let waiting = state.checkpoint.waiting();
     let Some(role) = role else {
